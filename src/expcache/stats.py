@@ -1,0 +1,95 @@
+"""What a memoized callable did, as plain counters.
+
+``CacheStats`` keeps the seed's six integer fields (``sets``, ``misses``, ``hits``,
+``timeouts``, ``errors``, ``reconnects``) with their old meanings and adds the counters a
+long sweep needs to tell *why* a call was not a hit. Counters are plain ints so that stats
+pickle, add up across workers and serialise to JSON without help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["CacheStats"]
+
+
+@dataclass
+class CacheStats:
+    """Counters of one memoized callable (or a sum of several).
+
+    hits: calls answered from the cache without running the function.
+    misses: calls that found no usable entry and ran the function.
+    repeats: re-evaluations of a stochastic function whose entry had not converged yet.
+    sets: entries stored (or updated) successfully.
+    timeouts / errors: backend operations that timed out / failed otherwise.
+    reconnects: recoveries, i.e. a backend operation that succeeded after a failure.
+    bypassed: calls that skipped the backend because its circuit breaker was open.
+    too_large: values not stored because they exceed the configured maximum size.
+    corrupt: entries rejected when read (undecodable, foreign key, bad signature).
+    below_threshold: results not stored because they were computed faster than the threshold.
+    conflicts: atomic updates given up after the bounded number of retries.
+    lease_waits: calls that waited for another worker computing the same key.
+    compute_seconds: time spent running the function in this process.
+    saved_seconds: compute time the hits avoided (as measured when the entry was written).
+    """
+
+    sets: int = 0
+    misses: int = 0
+    hits: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    repeats: int = 0
+    bypassed: int = 0
+    too_large: int = 0
+    corrupt: int = 0
+    below_threshold: int = 0
+    conflicts: int = 0
+    lease_waits: int = 0
+    compute_seconds: float = 0.0
+    saved_seconds: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        """Every call is exactly one of a hit, a miss or a repeat."""
+        return self.hits + self.misses + self.repeats
+
+    @property
+    def evaluations(self) -> int:
+        """How often the function actually ran."""
+        return self.misses + self.repeats
+
+    def __add__(self, other: CacheStats) -> CacheStats:
+        if not isinstance(other, CacheStats):
+            return NotImplemented
+        return CacheStats(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+    def __sub__(self, other: CacheStats) -> CacheStats:
+        if not isinstance(other, CacheStats):
+            return NotImplemented
+        return CacheStats(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
+
+    def copy(self) -> CacheStats:
+        return dataclasses.replace(self)
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, type(f.default)())  # type: ignore[misc]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counters plus the derived totals."""
+        out: dict[str, Any] = dataclasses.asdict(self)
+        out["calls"] = self.calls
+        out["evaluations"] = self.evaluations
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheStats:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

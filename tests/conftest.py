@@ -1,0 +1,179 @@
+"""Shared fixtures: real memcached processes on free loopback ports, never 11211.
+
+``memcached_server`` is one server for the session (flushed before each test that asks for
+``memcached``); ``memcached_factory`` starts private servers that a test may kill, pause
+(SIGSTOP) or restart on the same port. Without a ``memcached`` binary the tests that need it
+are skipped locally and *fail* when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+MEMCACHED = shutil.which("memcached") or (
+    "/usr/bin/memcached" if Path("/usr/bin/memcached").exists() else None
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    if port == 11211:  # never the default port of a real server
+        return _free_port()
+    return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"version\r\n")
+            return s.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+@dataclass
+class MemcachedServer:
+    """A memcached child process bound to 127.0.0.1:<port>, controlled by PID."""
+
+    port: int
+    memory_mb: int = 64
+    item_size: str = "1m"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> MemcachedServer:
+        assert MEMCACHED is not None
+        self.proc = subprocess.Popen(
+            [MEMCACHED, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+             "-m", str(self.memory_mb), "-I", self.item_size, "-t", "2",
+             *(["-u", "root"] if os.geteuid() == 0 else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        for _ in range(500):  # bounded: up to ~5 s of 10 ms waits on the process itself
+            if _answers(self.port):
+                return self
+            try:
+                self.proc.wait(timeout=0.01)
+            except subprocess.TimeoutExpired:
+                continue
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"memcached on port {self.port} exited: {err}")
+        raise RuntimeError(f"memcached on port {self.port} did not answer")
+
+    def stop(self) -> None:
+        """Kill by PID (SIGKILL: a crash, not a graceful shutdown) and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    kill = stop
+
+    def restart(self) -> MemcachedServer:
+        self.stop()
+        return self.start()
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"flush_all\r\n")
+            assert s.recv(64).startswith(b"OK")
+
+    def stat(self, name: str) -> int:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"stats\r\n")
+            buf = b""
+            while not buf.endswith(b"END\r\n"):
+                buf += s.recv(65536)
+        for line in buf.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == name:
+                return int(parts[2])
+        raise KeyError(name)
+
+
+def _require_memcached() -> None:
+    if MEMCACHED is None:
+        msg = "memcached binary not found (install it: apt-get install -y memcached)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " -- CI is set, so this is a failure, not a skip")
+        pytest.skip(msg)
+
+
+class MemcachedFactory:
+    def __init__(self) -> None:
+        self.servers: list[MemcachedServer] = []
+
+    def __call__(self, **kwargs: object) -> MemcachedServer:
+        _require_memcached()
+        error: RuntimeError | None = None
+        for _attempt in range(5):
+            server = MemcachedServer(_free_port(), **kwargs)  # type: ignore[arg-type]
+            try:
+                server.start()
+            except RuntimeError as exc:
+                error = exc
+                server.stop()
+                continue
+            self.servers.append(server)
+            return server
+        raise RuntimeError(f"could not start memcached on a free port: {error}")
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def _session_factory() -> Iterator[MemcachedFactory]:
+    factory = MemcachedFactory()
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def memcached_server(_session_factory: MemcachedFactory) -> MemcachedServer:
+    """One server for the session; use ``memcached`` for a flushed one."""
+    return _session_factory()
+
+
+@pytest.fixture
+def memcached(memcached_server: MemcachedServer) -> MemcachedServer:
+    """The session server, flushed: the test starts from an empty cache."""
+    if memcached_server.proc is None or memcached_server.proc.poll() is not None:
+        memcached_server.start()
+    memcached_server.flush()
+    return memcached_server
+
+
+@pytest.fixture
+def memcached_factory() -> Iterator[MemcachedFactory]:
+    """Private servers a test may kill, pause or restart; all stopped afterwards."""
+    factory = MemcachedFactory()
+    yield factory
+    factory.close()
