@@ -99,3 +99,9 @@ def test_null_backend_stores_nothing() -> None:
     assert b.get("k") is None
     assert b.add("k", b"v") is True
     assert b.gets("k") == (None, None)
+
+
+def test_incr_is_a_counter(backend: Backend) -> None:
+    assert backend.incr("n") == 1
+    assert backend.incr("n", 5) == 6
+    assert backend.incr("fresh", 3) == 3

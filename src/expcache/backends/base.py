@@ -129,6 +129,10 @@ class Backend:
     def touch(self, key: str, expire: float) -> bool:
         raise NotImplementedError
 
+    def incr(self, key: str, delta: int = 1) -> int:
+        """Atomically add ``delta`` to a counter (created at 0), returning the new value."""
+        raise NotImplementedError
+
     def delete(self, key: str) -> None:
         raise NotImplementedError
 

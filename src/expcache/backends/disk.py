@@ -133,6 +133,10 @@ class DiskBackend(Backend):
         with _mapped(self.directory):
             return bool(self.cache.touch(key, expire=expire or None))
 
+    def incr(self, key: str, delta: int = 1) -> int:
+        with _mapped(self.directory):
+            return int(self.cache.incr(key, delta, default=0))
+
     def delete(self, key: str) -> None:
         with _mapped(self.directory):
             self.cache.delete(key)

@@ -242,6 +242,18 @@ class MemcachedBackend(Backend):
         with _mapped(self._where):
             return bool(self.client.touch(key, expire=_expire(expire), noreply=False))
 
+    def incr(self, key: str, delta: int = 1) -> int:
+        if delta < 0:
+            raise ValueError("memcached counters only grow: delta must be >= 0")
+        with _mapped(self._where):
+            for _ in range(3):
+                value = self.client.incr(key, delta, noreply=False)
+                if value is not None:
+                    return int(value)
+                if self.client.add(key, str(delta).encode(), noreply=False):
+                    return delta
+            raise BackendError(f"memcached {self._where}: incr of {key!r} kept racing")
+
     def delete(self, key: str) -> None:
         with _mapped(self._where):
             self.client.delete(key, noreply=False)

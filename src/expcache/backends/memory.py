@@ -89,6 +89,13 @@ class MemoryBackend(Backend):
             self._data[key] = (item[0], time.monotonic() + expire if expire else 0.0, item[2])
             return True
 
+    def incr(self, key: str, delta: int = 1) -> int:
+        with self._lock:
+            item = self._live(key)
+            value = (int(item[0]) if item is not None else 0) + delta
+            self._store(key, str(value).encode(), 0)
+            return value
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)

@@ -33,6 +33,9 @@ class NullBackend(Backend):
     def touch(self, key: str, expire: float) -> bool:
         return False
 
+    def incr(self, key: str, delta: int = 1) -> int:
+        return delta
+
     def delete(self, key: str) -> None:
         return None
 
