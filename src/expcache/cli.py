@@ -1,0 +1,89 @@
+"""The ``expcache`` console script: a thin ``@hydra.main`` over ``expcache.config.run``.
+
+Where the configs are: an installed wheel ships the top-level ``conf/`` as the data package
+``expcache/conf``; an editable checkout has it at ``<repo>/conf``. Hydra resolves a relative
+``config_path`` against the calling file only for ``__main__``, so a console script must pass
+an absolute path: ``config_dir()`` computes it (``$EXPCACHE_CONFIG_DIR`` overrides both).
+
+Errors the user can fix (``ExpcacheError``: a bad value, an unreachable store with
+``cache.strict``) are re-raised as a compact Hydra error, which Hydra prints as one message
+without a traceback and exit code 1; ``HYDRA_FULL_ERROR=1`` shows the full chain.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig
+
+from .config import run, summarize_sweep
+from .errors import ExpcacheError
+
+__all__ = ["RunError", "config_dir", "main", "task_function"]
+
+CONFIG_DIR_ENV = "EXPCACHE_CONFIG_DIR"
+
+
+def config_dir() -> Path:
+    """The absolute directory holding ``config.yaml``: wheel, then checkout."""
+    if env := os.environ.get(CONFIG_DIR_ENV):
+        return Path(env).expanduser().resolve()
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(
+        f"expcache: no config.yaml in {here / 'conf'} (installed wheel) nor in "
+        f"{here.parent.parent / 'conf'} (source checkout); reinstall expcache or set "
+        f"{CONFIG_DIR_ENV}"
+    )
+
+
+class RunError(CompactHydraException):
+    """A user-fixable failure, printed by Hydra as one message (picklable: one str arg)."""
+
+
+def task_function(cfg: DictConfig) -> dict[str, Any]:
+    """The Hydra task: module-level and undecorated, so launchers pickle it by reference."""
+    try:
+        return run(cfg)
+    except ExpcacheError as exc:
+        raise RunError(f"expcache: {exc}") from exc
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(
+    task_function
+)
+
+
+def _sweep_summary(args: list[str]) -> int:
+    if len(args) != 1:
+        print("usage: expcache --sweep-summary SWEEP_DIR", file=sys.stderr)
+        return 2
+    root = Path(args[0])
+    if not root.is_dir():
+        print(f"expcache: {root} is not a directory", file=sys.stderr)
+        return 2
+    summary = summarize_sweep(root)
+    total = summary["total"]
+    print(
+        f"{root / 'sweep_summary.json'}: {summary['n_jobs']} jobs "
+        f"({summary['n_failed']} failed), {total['calls']} calls, {total['hits']} hits, "
+        f"{total['misses']} misses"
+    )
+    return 0
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--sweep-summary"]:
+        sys.exit(_sweep_summary(sys.argv[2:]))
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

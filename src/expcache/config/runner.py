@@ -1,0 +1,110 @@
+"""``run(cfg)``: the whole job as a pure function of the composed config.
+
+validate (no I/O) -> build the cache context (one probe) -> call the task -> write
+``results.json`` -> always write ``cache_stats.json`` (also for a failed job, with the error).
+The CLI is a thin ``@hydra.main`` over this; tests and notebooks call it directly with an
+``output_dir``. The return value is plain data, so it crosses process boundaries (joblib).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, cast
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError
+from .build import build_context, plan
+from .context import CacheContext
+from .records import RESULTS_FILE, STATS_FILE, empty_stats_record, to_jsonable, write_json
+
+__all__ = ["job_info", "job_output_dir", "run"]
+
+log = logging.getLogger("expcache")
+
+
+def job_output_dir() -> Path:
+    """The current Hydra job's output folder."""
+    if not HydraConfig.initialized():
+        raise ConfigError(
+            "output_dir: run(cfg) outside a Hydra job needs an explicit output_dir=..."
+        )
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def job_info() -> dict[str, Any]:
+    """Which job of which sweep this is (empty outside Hydra): for the records."""
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    choices = OmegaConf.to_container(hc.runtime.choices, resolve=True)
+    assert isinstance(choices, dict)
+    return {
+        "mode": str(hc.mode.name) if hc.mode is not None else None,
+        "num": OmegaConf.select(cast(DictConfig, hc), "job.num", default=None),
+        "overrides": list(OmegaConf.to_container(hc.overrides.task, resolve=False) or []),
+        "choices": {k: v for k, v in choices.items() if not str(k).startswith("hydra/")},
+    }
+
+
+def run(cfg: DictConfig, *, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the task named by ``cfg.task`` with a cache context built from ``cfg``.
+
+    Raises ``ConfigError`` before any work when the config is wrong, ``BackendUnavailable``
+    when the store is unreachable and ``cache.strict`` is set, and whatever the task raises.
+    """
+    out = Path(output_dir) if output_dir is not None else job_output_dir()
+    record: dict[str, Any] = {
+        "status": "failed",
+        "error": None,
+        "seed": OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False),
+        "task": OmegaConf.select(
+            cfg, "task._target_", default=None, throw_on_resolution_failure=False
+        ),
+        "job": job_info(),
+    }
+    ctx: CacheContext | None = None
+    try:
+        validated = plan(cfg)
+        ctx = build_context(cfg, validated=validated)
+        try:
+            task = instantiate(cfg.task, _partial_=True, _recursive_=False)
+        except InstantiationException as exc:
+            raise ConfigError(f"task._target_={record['task']!r}: {exc}") from exc
+        out.mkdir(parents=True, exist_ok=True)
+        results = to_jsonable(task(ctx=ctx, output_dir=out, seed=validated.seed))
+        write_json(out / RESULTS_FILE, results)
+        record["status"] = "completed"
+        summary = ctx.summary()
+        total = summary["total"]
+        log.info(
+            "expcache: %d calls, %d hits, %d misses, %d repeats, %d stored (%s); results in %s",
+            total["calls"],
+            total["hits"],
+            total["misses"],
+            total["repeats"],
+            total["sets"],
+            summary["backend"].get("backend"),
+            out,
+        )
+        return {
+            "seed": validated.seed,
+            "output_dir": str(out),
+            "results": results,
+            "cache_stats": summary,
+        }
+    except BaseException as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record.update(ctx.summary() if ctx is not None else empty_stats_record())
+        if ctx is not None:
+            ctx.close()
+        try:
+            write_json(out / STATS_FILE, to_jsonable(record, "cache_stats"))
+        except Exception as exc:  # never let bookkeeping hide the run's own outcome
+            log.warning("expcache: could not write %s: %r", out / STATS_FILE, exc)
