@@ -1,0 +1,369 @@
+"""expcache inside pyDVL 0.10: every utility evaluation goes through the shared cache.
+
+pyDVL's own cache keys on the pickled ``Sample`` (so the same subset with another ``idx`` or in
+another order is another entry) under ``hash((model, scorer))`` (which ignores the data and
+differs per process). Here the key is
+
+    signature = content fingerprint of the utility *with its training data*:
+                utility class and settings, model class + ``get_params()`` of the unfitted
+                template, scorer definition and its test data, training arrays
+    argument  = the evaluated subset as a sorted int64 index array (+ the extra fields of
+                ``Sample`` subclasses), never ``idx``, ``id()``, ``hash()`` or a pickle
+
+so the same subset in any order is one entry, two datasets never share entries, and an
+identical utility rebuilt in another process or on another machine finds the same entries.
+The utility is evaluated on the *sorted* subset: pyDVL utilities are set functions, and a
+canonical order makes the stored value independent of which caller computed it first.
+
+``CachedUtility`` is a ``UtilityBase``, so every pyDVL method accepts it: it is called with
+samples, rebinds to the method's data in ``with_dataset()``, is pickled into joblib workers
+and forwards attribute reads (``model``, ``scorer``, ...) to the wrapped utility. The
+statistics of all processes are summed by a ``RunLedger`` (see ``ledger.py``).
+
+This module imports pyDVL; ``import expcache`` never imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydvl.valuation.dataset import Dataset
+from pydvl.valuation.types import Sample
+from pydvl.valuation.utility.base import UtilityBase
+
+from ..backends.base import Backend
+from ..backends.disk import DiskBackend
+from ..errors import ConfigError, KeyEncodingError
+from ..keys import fingerprint
+from ..memoize import Memoized
+from ..stats import CacheStats
+from .ledger import Channel, RunLedger
+
+__all__ = ["CachedUtility", "Memoizer", "cached_utility", "utility_fingerprint"]
+
+log = logging.getLogger("expcache")
+
+# Builds the memoizer of one (utility, dataset): ``memoizer(fn, signature) -> Memoized``.
+Memoizer = Callable[[Callable[..., float], bytes], Memoized[..., float]]
+
+# Attributes that do not change what a utility computes: warnings, pyDVL's own cache, the
+# wrapper it builds from them, and the training data (fingerprinted separately).
+_UTILITY_SKIP = frozenset(
+    {"show_warnings", "cache", "cached_func_options", "_utility_wrapper", "_training_data"}
+)
+# Labels of a dataset or scorer: renaming a column or a scorer must not invalidate values.
+_DATASET_SKIP = frozenset(
+    {"feature_names", "target_names", "description", "_data_names", "_group_names"}
+)
+_SCORER_SKIP = frozenset({"name"})
+_MAX_DEPTH = 8
+_SAMPLE_CORE = ("idx", "subset")
+
+
+# ------------------------------------------------------------------------- fingerprints
+def _qualname(obj: Any) -> str:
+    t = obj if isinstance(obj, type) else type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _describe(obj: Any, where: str, depth: int, skip: frozenset[str] = frozenset()) -> Any:
+    """A canonically encodable stand-in for ``obj``: its fingerprint if expcache can encode
+    it, else its class and (recursively) its attributes. Runs once per ``with_dataset()``."""
+    if isinstance(obj, Dataset):
+        skip = _DATASET_SKIP
+    elif isinstance(obj, np.random.RandomState):
+        return ("RandomState", obj.get_state(legacy=False))
+    elif isinstance(obj, np.random.Generator):
+        return ("Generator", obj.bit_generator.state)
+    else:
+        try:
+            return fingerprint(obj, name=where)
+        except KeyEncodingError:
+            pass
+    state = getattr(obj, "__dict__", None)
+    if state is None or depth >= _MAX_DEPTH:
+        raise KeyEncodingError(
+            f"cannot fingerprint the utility: {_qualname(obj)} at {where} has no canonical "
+            f"encoding; give its class a __cache_key__() method, or pass signature=<bytes> "
+            f"(the identity of model and scorer; the data is still fingerprinted)"
+        )
+    return (
+        _qualname(obj),
+        tuple(
+            (k, _describe(v, f"{where}.{k}", depth + 1))
+            for k, v in sorted(state.items())
+            if k not in skip
+        ),
+    )
+
+
+def utility_fingerprint(utility: UtilityBase[Any], signature: bytes | None = None) -> bytes:
+    """16-byte content fingerprint of ``utility`` together with its training data.
+
+    ``signature`` replaces the description of the utility itself (model, scorer, settings)
+    for objects expcache cannot encode; the training data is fingerprinted either way.
+    """
+    data = utility.training_data
+    if data is None:
+        raise ConfigError(
+            f"{_qualname(utility)} has no training data: pass a utility that went through "
+            f"with_dataset(data), or let the valuation method's fit(data) bind it"
+        )
+    if signature is not None:
+        if not isinstance(signature, bytes):
+            raise ConfigError(f"signature={signature!r}: must be bytes")
+        what: Any = ("signature", signature)
+    else:
+        what = _describe(utility, "utility", 0, _UTILITY_SKIP)
+    train = _describe(data, "utility.training_data", 0)
+    return fingerprint(("expcache.pydvl/1", what, train), name="utility")
+
+
+# ------------------------------------------------------------------------- evaluation
+class _Evaluate:
+    """What the memoizer wraps: canonical subset (+ sample extras) -> utility value.
+
+    The arguments *are* the key (``signature`` carries the rest), so a miss evaluates exactly
+    the canonical sample the key describes. ``__slots__``: nothing to copy onto the memoizer.
+    """
+
+    __slots__ = ("utility",)
+
+    def __init__(self, utility: UtilityBase[Any]) -> None:
+        self.utility = utility
+
+    def __call__(self, subset: np.ndarray[Any, Any], extra: tuple[Any, ...] | None = None) -> float:
+        if extra is None:
+            sample: Sample = Sample(None, subset)
+        else:
+            cls, values = extra
+            sample = cls(idx=None, subset=subset, **dict(values))
+        return float(self.utility(sample))
+
+    def __getstate__(self) -> Any:
+        return self.utility
+
+    def __setstate__(self, state: Any) -> None:
+        self.utility = state
+
+    def __repr__(self) -> str:
+        return f"evaluate({self.utility})"
+
+
+def _extra(sample: Sample) -> tuple[Any, ...] | None:
+    """The fields of a ``Sample`` subclass beyond ``idx``/``subset``: they are part of the key."""
+    if type(sample) is Sample:
+        return None
+    values = tuple(
+        (f.name, getattr(sample, f.name))
+        for f in dataclasses.fields(sample)
+        if f.name not in _SAMPLE_CORE
+    )
+    return (type(sample), values)
+
+
+def _canonical(subset: Any) -> np.ndarray[Any, Any]:
+    arr = np.asarray(subset)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise TypeError(f"a sample's subset must be a 1-d integer index array, got {arr!r}")
+    out = np.sort(arr.astype(np.int64, copy=False))
+    out.flags.writeable = False
+    return out
+
+
+# ------------------------------------------------------------------------- the wrapper
+class CachedUtility(UtilityBase[Sample]):
+    """A pyDVL utility whose evaluations are memoized by content (see the module docstring).
+
+    ``stats`` is the run's total over this process and every worker; ``ledger`` is the
+    ``RunLedger`` shared by all copies made by ``with_dataset()`` and by pickling.
+    """
+
+    def __init__(
+        self,
+        utility: UtilityBase[Any],
+        memoizer: Memoizer,
+        *,
+        ledger: RunLedger,
+        signature: bytes | None = None,
+    ) -> None:
+        if isinstance(utility, CachedUtility):
+            raise ConfigError("the utility is already cached: wrap the original utility once")
+        if not isinstance(utility, UtilityBase):
+            raise ConfigError(
+                f"utility={utility!r}: expected a pyDVL UtilityBase (e.g. ModelUtility)"
+            )
+        if getattr(utility, "cache", None) is not None:
+            log.warning(
+                "expcache: %s also has pyDVL's own cache_backend; expcache caches "
+                "every evaluation already, so consider removing it",
+                utility,
+            )
+        self._inner = utility
+        self._memoizer: Memoizer | None = memoizer
+        self._user_signature = signature
+        self.ledger = ledger
+        self._memo: Memoized[..., float] | None = None
+        self.signature: bytes | None = None
+        if utility.training_data is not None:
+            self._bind()
+
+    def _bind(self) -> None:
+        """(Re)build the memoizer for the current training data."""
+        if self._memoizer is None:
+            raise ConfigError(
+                "with_dataset() on a copy of a CachedUtility inside a worker process: bind "
+                "the data in the parent (pyDVL's fit() does) before the utility is shipped"
+            )
+        signature = utility_fingerprint(self._inner, self._user_signature)
+        memo = self._memoizer(_Evaluate(self._inner), signature)
+        if not isinstance(memo, Memoized):
+            raise ConfigError(f"memoizer returned {memo!r}, expected an expcache Memoized")
+        part = self.ledger.part()
+        self.signature = signature
+        self._memo = part.memo(signature, memo)
+        self.__dict__["_part_cache"] = part
+
+    # -- pyDVL's interface ----------------------------------------------------------------
+    @property
+    def training_data(self) -> Dataset | None:
+        return self._inner.training_data
+
+    @property
+    def inner(self) -> UtilityBase[Any]:
+        """The wrapped utility (with the current training data)."""
+        return self._inner
+
+    def with_dataset(self, data: Dataset, copy: bool = True) -> CachedUtility:
+        target = self._copy() if copy else self
+        target._inner = self._inner.with_dataset(data, copy=True)  # never mutate the user's
+        target._bind()
+        return target
+
+    def _copy(self) -> CachedUtility:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __call__(self, sample: Sample | None) -> float:
+        if sample is None or len(sample.subset) == 0:
+            # pyDVL's contract: constant and cheap (the scorer's default). Not an evaluation.
+            return self._inner(sample)
+        part = self.__dict__.get("_part_cache")
+        if part is None or part.pid != os.getpid():
+            part = self._attach()
+        value = self._memo(_canonical(sample.subset), _extra(sample))  # type: ignore[misc]
+        part.publish()
+        return value
+
+    def _attach(self) -> Any:
+        """First call in this process (a worker's unpickled copy, a forked child): use the
+        process's shared memoizer for this signature, so its counters are the process's."""
+        if self._memo is None or self.signature is None:
+            raise ConfigError(
+                "CachedUtility called before it has training data: call with_dataset(data) "
+                "or pass it to a valuation method's fit(data)"
+            )
+        part = self.ledger.part()
+        self._memo = part.memo(self.signature, self._memo)
+        self.__dict__["_part_cache"] = part
+        return part
+
+    # -- statistics -----------------------------------------------------------------------
+    @property
+    def stats(self) -> CacheStats:
+        """The run's counters: this process plus every worker that evaluated for it."""
+        return self.ledger.collect()
+
+    @property
+    def memoized(self) -> Memoized[..., float] | None:
+        """This process's memoizer for the current data (``None`` before data is bound)."""
+        return self._memo
+
+    def cache_key(self, sample: Sample) -> str:
+        """The backend key of ``sample``'s evaluation (the same for any order or ``idx``)."""
+        if self._memo is None:
+            raise ConfigError("no training data bound yet: call with_dataset(data) first")
+        return self._memo.cache_key(_canonical(sample.subset), _extra(sample))
+
+    # -- plumbing -------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes this wrapper lacks: forward reads such as ``model`` or
+        # ``scorer`` that some pyDVL methods make. Guarded for half-unpickled objects.
+        if name.startswith("__") or name in ("_inner", "_memo", "ledger", "signature"):
+            raise AttributeError(name)
+        inner = self.__dict__.get("_inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_part_cache", None)
+        state["_memoizer"] = None  # may close over a context; workers never rebind
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __str__(self) -> str:
+        return f"Cached{self._inner}"
+
+    def __repr__(self) -> str:
+        memo = self._memo
+        where = memo.backend if memo is not None else "unbound"
+        return f"<CachedUtility of {self._inner!r} on {where!r}>"
+
+
+def _default_memoizer(backend: Backend, name: str | None, options: dict[str, Any]) -> Memoizer:
+    return functools.partial(_memoize, backend, name, options)
+
+
+def _memoize(
+    backend: Backend,
+    name: str | None,
+    options: dict[str, Any],
+    fn: Callable[..., float],
+    signature: bytes,
+) -> Memoized[..., float]:
+    return Memoized(fn, backend, signature=signature, name=name, **options)
+
+
+def cached_utility(
+    utility: UtilityBase[Any],
+    backend: Backend | None = None,
+    *,
+    memoizer: Memoizer | None = None,
+    signature: bytes | None = None,
+    name: str | None = "pydvl_utility",
+    stats_dir: str | None = None,
+    stats_channel: Channel = "auto",
+    run_id: str | None = None,
+    **memoize_options: Any,
+) -> CachedUtility:
+    """Wrap a pyDVL utility so that every evaluation goes through expcache.
+
+    ``backend`` defaults to the embedded disk cache; ``memoize_options`` are those of
+    ``expcache.Memoized`` (``time_threshold``, ``repeat``, ``namespace``, ``version``, ...).
+    ``memoizer`` replaces both: a callable ``(fn, signature) -> Memoized``, e.g. a Hydra
+    context's ``wrap`` (then ``backend`` only serves the worker statistics). ``signature``
+    stands in for the utility's own description when expcache cannot encode the model or
+    scorer. ``stats_dir``/``stats_channel``/``run_id`` configure the ``RunLedger``.
+    """
+    if memoizer is not None and memoize_options:
+        raise ConfigError(
+            f"pass either memoizer= or memoize options, not both (got "
+            f"{sorted(memoize_options)}): the memoizer already applies its own policy"
+        )
+    if backend is None:
+        backend = DiskBackend()
+    if memoizer is None:
+        memoizer = _default_memoizer(backend, name, dict(memoize_options))
+    ledger = RunLedger(backend, directory=stats_dir, channel=stats_channel, run_id=run_id)
+    return CachedUtility(utility, memoizer, ledger=ledger, signature=signature)

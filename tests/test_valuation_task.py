@@ -1,0 +1,266 @@
+"""The valuation task through the real conf/: composition, validation, files, worker stats.
+
+Runs go through ``expcache.config.run`` (the runner the CLI uses) with the real config groups,
+small data and budgets; one smoke test runs the CLI in a subprocess with a tmp output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
+
+from expcache import ConfigError, Memoized
+from expcache.backends import MemoryBackend
+from expcache.cli import config_dir
+from expcache.config import CacheContext, run
+from expcache.integrations import schema
+from expcache.stats import CacheStats
+
+pytestmark = [
+    pytest.mark.pydvl,
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+]
+
+CONF = config_dir()
+SCRIPT = Path(sys.executable).parent / "expcache"
+GROUPS = ("data", "model", "scorer", "method", "parallel")
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+# Small and fast: 20 training points, a handful of permutations, every evaluation stored.
+SMALL = ("data=iris", "data.train_size=20", "policy.time_threshold=0")
+TMC3 = "method.is_done.n_updates=3"
+
+Compose = Callable[..., DictConfig]
+
+
+def _need_pydvl() -> None:
+    pytest.importorskip("pydvl", reason="needs the pydvl extra: pip install -e '.[pydvl]'")
+
+
+@pytest.fixture
+def compose_valuation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Compose]:
+    monkeypatch.setenv("EXPCACHE_DIR", str(tmp_path / "usercache"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield lambda *overrides: compose("config", overrides=["task=valuation", *overrides])
+
+
+# --------------------------------------------------------------------- composition
+def test_every_group_has_its_options_and_schemas() -> None:
+    assert {o for g, o in OPTIONS if g == "data"} == {"iris", "wine", "breast_cancer", "synthetic"}
+    assert {o for g, o in OPTIONS if g == "model"} >= {
+        "logistic_regression",
+        "knn",
+        "decision_tree",
+        "sgd",
+    }
+    assert {o for g, o in OPTIONS if g == "method"} >= {"loo", "tmc_shapley", "msr_banzhaf"}
+    registry = {
+        "data": schema.DATA_SCHEMAS,
+        "model": schema.MODEL_SCHEMAS,
+        "scorer": schema.SCORER_SCHEMAS,
+        "method": schema.METHOD_SCHEMAS,
+        "parallel": schema.PARALLEL_SCHEMAS,
+    }
+    assert sorted(OPTIONS) == sorted((g, o) for g, s in registry.items() for o in s)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
+def test_every_option_composes_at_the_root_and_passes_its_checks(
+    compose_valuation: Compose, group: str, option: str
+) -> None:
+    cfg = compose_valuation(f"{group}={option}")
+    node = cfg[group]
+    assert OmegaConf.get_type(node) is getattr(schema, f"{group.upper()}_SCHEMAS")[option]
+    assert cfg.task[group] == node  # the task points at the root group
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    schema.check_ranges(group, plain)
+    json.dumps(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_typos_are_rejected_while_composing(compose_valuation: Compose) -> None:
+    with pytest.raises(ConfigCompositionException):
+        compose_valuation("data.trian_size=10")
+    with pytest.raises(ConfigCompositionException):
+        compose_valuation("parallel.n_jobs=two")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.train_size=0", "data.train_size=0"),
+        ("data.label_noise=1.5", "data.label_noise"),
+        ("parallel.n_jobs=0", "parallel.n_jobs=0"),
+        ("parallel.backend=dask", "parallel.backend='dask'"),
+        ("scorer.scoring=nonsense", "scorer.scoring='nonsense'"),
+        ("method=tmc_shapley", None),  # control: valid
+    ],
+)
+def test_out_of_range_values_fail_before_any_work(
+    compose_valuation: Compose, tmp_path: Path, override: str, message: str | None
+) -> None:
+    _need_pydvl()
+    cfg = compose_valuation(*SMALL, TMC3, "cache=none", override)
+    if message is None:
+        assert run(cfg, output_dir=tmp_path / "ok")["results"]["n_points"] == 20
+        return
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        run(cfg, output_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad" / "values.csv").exists()
+
+
+# --------------------------------------------------------------------- runs
+@pytest.mark.memcached
+def test_the_task_writes_values_plot_and_results_and_a_second_run_only_hits(
+    compose_valuation: Compose, memcached: Any, tmp_path: Path
+) -> None:
+    _need_pydvl()
+    cfg = compose_valuation(
+        *SMALL,
+        TMC3,
+        "cache=memcached",
+        f"cache.servers=[{memcached.address}]",
+        "data.label_noise=0.2",
+    )
+    first = run(cfg, output_dir=tmp_path / "a")
+    second = run(cfg, output_dir=tmp_path / "b")
+    out = tmp_path / "a"
+    results = first["results"]
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["files"] == {"values": "values.csv", "plot": "values.png"}
+    assert (out / "values.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (out / "values.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == results["n_points"] == 20
+    values = [float(r["value"]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert [int(r["rank"]) for r in rows] == list(range(1, 21))
+    assert sum(int(r["noisy"]) for r in rows) == results["values"]["noisy_points"] == 4
+    assert results["method"] == "Truncated Monte Carlo Shapley"
+    assert results["values"]["top"][0]["value"] == values[0]
+    cold, warm = (
+        first["cache_stats"]["functions"]["pydvl_utility"],
+        second["cache_stats"]["functions"]["pydvl_utility"],
+    )
+    assert cold["misses"] == cold["sets"] == results["cache"]["misses"] > 0
+    assert (warm["misses"], warm["hits"]) == (0, cold["calls"])
+    assert warm["saved_seconds"] > 0
+    assert second["results"]["values"] == results["values"]  # same seed, same values
+    on_disk = json.loads((tmp_path / "b" / "cache_stats.json").read_text())
+    assert on_disk["functions"]["pydvl_utility"]["hits"] == cold["calls"]
+
+
+@pytest.mark.memcached
+def test_parallel_workers_are_in_cache_stats(
+    compose_valuation: Compose, memcached: Any, tmp_path: Path
+) -> None:
+    _need_pydvl()
+    cfg = compose_valuation(
+        *SMALL,
+        "method=loo",
+        "parallel.n_jobs=2",
+        "cache=memcached",
+        f"cache.servers=[{memcached.address}]",
+    )
+    cold = run(cfg, output_dir=tmp_path / "a")
+    warm = run(cfg, output_dir=tmp_path / "b")
+    for r in (cold, warm):
+        assert r["results"]["cache"]["worker_processes"] >= 1
+        assert r["results"]["cache"]["complete"] is True
+    c = cold["cache_stats"]["functions"]["pydvl_utility"]
+    w = warm["cache_stats"]["functions"]["pydvl_utility"]
+    # LOO on 20 points: u(N) in the parent, the 20 leave-one-out sets in the workers.
+    assert (c["calls"], c["misses"], c["sets"]) == (21, 21, 21)
+    assert (w["calls"], w["hits"], w["misses"]) == (21, 21, 0)
+    assert cold["cache_stats"]["total"]["calls"] == 21  # counted once, not twice
+    assert memcached.stat("curr_items") >= 21  # (+ short-lived "stored" lease markers)
+
+
+def knn_utility(scorer: Any, *, k: int) -> Any:
+    """A user's own ``utility._target_``: it takes the scorer but brings its own model."""
+    from pydvl.valuation import ModelUtility
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return ModelUtility(KNeighborsClassifier(n_neighbors=k), scorer, show_warnings=False)
+
+
+def test_the_task_needs_only_the_context_interface(tmp_path: Path) -> None:
+    """Called directly, as the runner does, with plain mappings, a bare context and a user's
+    own utility callable."""
+    _need_pydvl()
+    from expcache.integrations.task import valuation_task
+
+    ctx = CacheContext(MemoryBackend(), Memoized, policy={"time_threshold": 0})
+    params = {
+        "data": {
+            "_target_": "expcache.integrations.builders.synthetic_dataset",
+            "n_samples": 40,
+            "train_size": 12,
+        },
+        "model": {"_target_": "sklearn.linear_model.LogisticRegression"},
+        "scorer": {
+            "_target_": "expcache.integrations.builders.supervised_scorer",
+            "scoring": "accuracy",
+            "range": [0.0, 1.0],
+        },
+        "method": {"_target_": "pydvl.valuation.methods.loo.LOOValuation"},
+        "parallel": {"n_jobs": 1},
+        "utility": {"_target_": f"{__name__}.knn_utility", "k": 3},
+        "plot": False,
+        "name": "u",
+    }
+    result = valuation_task(ctx=ctx, output_dir=tmp_path, seed=3, **params)
+    json.dumps(result)
+    assert result["files"] == {"values": "values.csv"}
+    assert not (tmp_path / "values.png").exists()
+    assert result["method"] == "Leave-One-Out" and result["n_points"] == 12
+    assert result["model"] == "KNeighborsClassifier"  # the user's utility was used
+    assert ctx.stats("u").calls == result["cache"]["calls"] == 13
+    assert isinstance(ctx.stats("u"), CacheStats)
+
+
+def test_default_job_runs_from_the_command_line(tmp_path: Path) -> None:
+    """The console script in a subprocess, small budget, tmp cache and run folder."""
+    _need_pydvl()
+    if not SCRIPT.exists():
+        pytest.fail(f"console script not installed next to {sys.executable}: pip install -e .")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPCACHE_", "HYDRA_"))}
+    env.update(EXPCACHE_DIR=str(tmp_path / "cache"), HYDRA_FULL_ERROR="1")
+    runs = []
+    for name in ("cold", "warm"):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [
+                str(SCRIPT),
+                "task=valuation",
+                "data.train_size=30",
+                "method.is_done.n_updates=2",
+                "policy.time_threshold=0",
+                f"hydra.run.dir={out}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=240,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        for file in ("values.csv", "values.png", "results.json", "cache_stats.json"):
+            assert (out / file).is_file(), file
+        assert "Truncated Monte Carlo Shapley" in proc.stdout and "hits" in proc.stdout
+        stats = json.loads((out / "cache_stats.json").read_text())
+        assert stats["status"] == "completed"
+        runs.append(stats["functions"]["pydvl_utility"])
+    cold, warm = runs
+    assert cold["misses"] > 0 and (warm["hits"], warm["misses"]) == (cold["calls"], 0)
