@@ -19,3 +19,16 @@ def make_backend(kind: str, tmp_path: Path, memcached_address: str | None) -> Ba
     if kind == "memory":
         return MemoryBackend()
     raise ValueError(kind)
+
+
+class FakeClock:
+    """A clock the test moves by hand, for circuit breakers (``backend.breaker.clock``)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

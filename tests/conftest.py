@@ -49,7 +49,9 @@ class MemcachedServer:
     port: int
     memory_mb: int = 64
     item_size: str = "1m"
+    extra_args: tuple[str, ...] = ()  # e.g. ("-M",): refuse stores when full instead of evicting
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    paused: bool = field(default=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -64,7 +66,7 @@ class MemcachedServer:
         assert MEMCACHED is not None
         self.proc = subprocess.Popen(
             [MEMCACHED, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
-             "-m", str(self.memory_mb), "-I", self.item_size, "-t", "2",
+             "-m", str(self.memory_mb), "-I", self.item_size, "-t", "2", *self.extra_args,
              *(["-u", "root"] if os.geteuid() == 0 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -86,6 +88,7 @@ class MemcachedServer:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+        self.paused = False
 
     kill = stop
 
@@ -94,10 +97,22 @@ class MemcachedServer:
         return self.start()
 
     def pause(self) -> None:
+        """SIGSTOP, and return only once every thread has stopped (a stop is asynchronous:
+        without waiting, a request sent right after could still be answered)."""
+        if self.paused:  # a second SIGSTOP would bring no new stop report to wait for
+            return
         os.kill(self.pid, signal.SIGSTOP)
+        _, status = os.waitpid(self.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"memcached {self.pid} did not stop: status {status}"
+        self.paused = True
 
     def resume(self) -> None:
+        if not self.paused:
+            return
         os.kill(self.pid, signal.SIGCONT)
+        _, status = os.waitpid(self.pid, os.WCONTINUED)
+        assert os.WIFCONTINUED(status), f"memcached {self.pid} did not resume: status {status}"
+        self.paused = False
 
     def flush(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
@@ -177,3 +192,38 @@ def memcached_factory() -> Iterator[MemcachedFactory]:
     factory = MemcachedFactory()
     yield factory
     factory.close()
+
+
+# -- backends for the memoizer suites (one test body, every backend it applies to) ------------
+@pytest.fixture(params=["memcached", "disk", "memory"])
+def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """A fresh, empty backend of each kind: memcached (the flushed session server), a disk
+    cache in ``tmp_path`` and an in-memory store."""
+    from .backend_fixtures import make_backend
+
+    address = request.getfixturevalue("memcached").address if request.param == "memcached" else None
+    return make_backend(request.param, tmp_path, address)
+
+
+@pytest.fixture(params=["memcached", "disk"])
+def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """The backends other processes can see: memcached and disk."""
+    from .backend_fixtures import make_backend
+
+    address = request.getfixturevalue("memcached").address if request.param == "memcached" else None
+    return make_backend(request.param, tmp_path, address)
+
+
+@pytest.fixture(scope="session")
+def _session_cluster(_session_factory: MemcachedFactory) -> list[MemcachedServer]:
+    return [_session_factory() for _ in range(3)]
+
+
+@pytest.fixture
+def memcached_cluster(_session_cluster: list[MemcachedServer]) -> list[MemcachedServer]:
+    """Three flushed session servers, for ``HashClient`` (cluster) backends."""
+    for server in _session_cluster:
+        if server.proc is None or server.proc.poll() is not None:
+            server.start()
+        server.flush()
+    return _session_cluster

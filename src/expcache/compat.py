@@ -40,7 +40,11 @@ class MemcachedClientConfig:
     connect_timeout: float = 1.0
     timeout: float = 0.1
     no_delay: bool = True
-    serde: PickleSerde = field(default_factory=lambda: PickleSerde(pickle_version=PICKLE_VERSION))
+    # compare=False: PickleSerde has no __eq__, and asdict() deep-copies it, so configs that
+    # went through asdict() would otherwise never compare equal to the original.
+    serde: PickleSerde = field(
+        default_factory=lambda: PickleSerde(pickle_version=PICKLE_VERSION), compare=False
+    )
 
 
 def _client_config(client_config: MemcachedClientConfig | Mapping[str, Any] | None) -> MemcachedClientConfig:

@@ -38,12 +38,20 @@ _FLAG_SIGNED: Final = 2
 _DIGEST_SIZE: Final = 16
 _MAC_SIZE: Final = 32
 _HEADER: Final = len(MAGIC) + 2 + _DIGEST_SIZE
+_MIN_KEY: Final = 16
 
 
 def signing_key_from_env() -> bytes | None:
     """The signing key from ``EXPCACHE_SIGNING_KEY``, if set and not empty."""
     value = os.environ.get(ENV_SIGNING_KEY)
-    return value.encode() if value else None
+    if not value:
+        return None
+    if len(value.encode()) < _MIN_KEY:
+        raise ConfigError(
+            f"{ENV_SIGNING_KEY}: the signing key must be at least {_MIN_KEY} bytes long; "
+            "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return value.encode()
 
 
 def _key_digest(key: str) -> bytes:
@@ -62,9 +70,9 @@ class Serde:
     ) -> None:
         if isinstance(signing_key, str):
             signing_key = signing_key.encode()
-        if signing_key is not None and len(signing_key) < 16:
+        if signing_key is not None and len(signing_key) < _MIN_KEY:
             raise ConfigError(
-                "signing_key: must be at least 16 bytes long; generate one with "
+                f"signing_key: must be at least {_MIN_KEY} bytes long; generate one with "
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`"
             )
         self.signing_key = signing_key
@@ -89,7 +97,7 @@ class Serde:
         return MAGIC + bytes((FORMAT_VERSION, flags)) + _key_digest(key) + body
 
     def loads(self, key: str, data: bytes) -> Any:
-        if len(data) < _HEADER or data[:2] != MAGIC:
+        if not isinstance(data, (bytes, bytearray)) or len(data) < _HEADER or data[:2] != MAGIC:
             raise SerdeError(f"entry under {key!r} is not an expcache envelope")
         if data[2] != FORMAT_VERSION:
             raise SerdeError(
@@ -98,6 +106,8 @@ class Serde:
         flags = data[3]
         if data[4:_HEADER] != _key_digest(key):
             raise SerdeError(f"entry under {key!r} was written for another key")
+        if flags & ~(_FLAG_ZLIB | _FLAG_SIGNED):
+            raise SerdeError(f"entry under {key!r} has unknown flags {flags:#04x}")
         body_start = _HEADER
         if self.signing_key is not None:
             if not flags & _FLAG_SIGNED:

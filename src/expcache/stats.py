@@ -23,14 +23,17 @@ class CacheStats:
     misses: calls that found no usable entry and ran the function.
     repeats: re-evaluations of a stochastic function whose entry had not converged yet.
     sets: entries stored (or updated) successfully.
-    timeouts / errors: backend operations that timed out / failed otherwise.
-    reconnects: recoveries, i.e. a backend operation that succeeded after a failure.
+    timeouts / errors: backend operations that timed out / failed otherwise; ``errors`` also
+        counts stores the server refused (full with ``-M``) and results that cannot be pickled.
+    reconnects: recoveries, i.e. a backend operation that succeeded after a failure (once per
+        incident, not per call).
     bypassed: calls that skipped the backend because its circuit breaker was open.
     too_large: values not stored because they exceed the configured maximum size.
     corrupt: entries rejected when read (undecodable, foreign key, bad signature).
     below_threshold: results not stored because they were computed faster than the threshold.
     conflicts: atomic updates given up after the bounded number of retries.
-    lease_waits: calls that waited for another worker computing the same key.
+    lease_waits: calls that waited (slept at least once) for another worker computing the
+        same key; they end as a hit, or as a miss if they took over an expired lease.
     compute_seconds: time spent running the function in this process.
     saved_seconds: compute time the hits avoided (as measured when the entry was written).
     """

@@ -1,6 +1,6 @@
 """Pluggable byte stores behind the memoizer (see ``base.Backend`` for the protocol)."""
 
-from .base import Backend, CircuitBreaker
+from .base import Backend, CircuitBreaker, StoreRefused
 from .disk import DiskBackend, default_cache_dir
 from .memcached import MemcachedBackend, parse_server
 from .memory import MemoryBackend
@@ -13,6 +13,7 @@ __all__ = [
     "MemcachedBackend",
     "MemoryBackend",
     "NullBackend",
+    "StoreRefused",
     "default_cache_dir",
     "parse_server",
 ]

@@ -10,63 +10,100 @@ stores only if the entry is unchanged since, and returns ``True`` (stored), ``Fa
 
 Every backend owns a ``CircuitBreaker``, shared by all memoized functions using it, so a dead
 or hung server costs a few failed operations per cool-down, not one per call.
+
+Failures a backend raises, and what the memoizer makes of them: ``BackendTimeout`` and
+``BackendUnavailable`` (and plain ``BackendError``) count towards the breaker; ``ValueTooLarge``
+and ``StoreRefused`` come from a server that answered, so they are counted but leave the
+breaker closed. Nothing else may escape a primitive: backends map every exception of their
+dependency, expected or not, onto ``BackendError``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..errors import ValueTooLarge
+from ..errors import BackendError, ConfigError, ValueTooLarge
 
-__all__ = ["Backend", "CircuitBreaker"]
+__all__ = ["Backend", "CircuitBreaker", "StoreRefused"]
+
+
+class StoreRefused(BackendError):
+    """The store answered but declined to keep a value (full without eviction, not stored).
+
+    Unlike a timeout or a lost connection this says the server is alive: the memoizer counts it
+    as an error but does not let it trip the circuit breaker, so reads keep hitting.
+    """
 
 
 class CircuitBreaker:
     """Closed -> (``threshold`` consecutive failures) -> open for ``cooldown`` s -> half-open.
 
-    While open, ``allow()`` is False and callers skip the backend. After the cool-down one
-    caller at a time is let through as a probe; its success closes the breaker, its failure
-    re-opens it for another cool-down.
+    While open, ``allow()`` is False and callers skip the backend. Once the cool-down has
+    passed, ``allow()`` lets exactly one caller through as a probe and pushes the next probe
+    one more cool-down away: the probe's success closes the breaker, its failure re-opens it.
+    Because the probe slot is a deadline rather than a flag, a probe that never reports back
+    (its thread died, an unexpected exception) cannot wedge the breaker open for ever.
+
+    ``clock`` is injectable (a zero-argument callable returning seconds) so tests and
+    simulations can move time without sleeping.
     """
 
-    def __init__(self, threshold: int = 3, cooldown: float = 5.0) -> None:
+    def __init__(
+        self,
+        threshold: int = 3,
+        cooldown: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigError(f"breaker_threshold={threshold!r}: must be an integer >= 1")
+        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or cooldown < 0:
+            raise ConfigError(f"breaker_cooldown={cooldown!r}: must be a number of seconds >= 0")
         self.threshold = threshold
-        self.cooldown = cooldown
+        self.cooldown = float(cooldown)
+        self.clock = clock
+        self.trips = 0  # closed -> open transitions
+        self.probes = 0  # callers let through while open
         self._failures = 0
         self._open_until = 0.0
-        self._probing = False
         self._lock = threading.Lock()
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures so far (0 when healthy)."""
+        return self._failures
 
     @property
     def is_open(self) -> bool:
         return self._failures >= self.threshold
 
     def allow(self) -> bool:
-        if self._failures < self.threshold:
+        if self._failures < self.threshold:  # the hot path: no lock while healthy
             return True
         with self._lock:
             if self._failures < self.threshold:
                 return True
-            if self._probing or time.monotonic() < self._open_until:
+            now = self.clock()
+            if now < self._open_until:
                 return False
-            self._probing = True
+            self._open_until = now + self.cooldown
+            self.probes += 1
             return True
 
     def success(self) -> None:
         if self._failures:
             with self._lock:
                 self._failures = 0
-                self._probing = False
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
-            self._probing = False
+            if self._failures == self.threshold:
+                self.trips += 1
             if self._failures >= self.threshold:
-                self._open_until = time.monotonic() + self.cooldown
+                self._open_until = self.clock() + self.cooldown
 
     def __getstate__(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "cooldown": self.cooldown}

@@ -35,12 +35,16 @@ def default_cache_dir() -> Path:
 def _mapped(directory: Path) -> Iterator[None]:
     try:
         yield
+    except BackendError:
+        raise
     except diskcache.Timeout as exc:
         raise BackendTimeout(f"disk cache {directory} is locked by another process") from exc
     except sqlite3.Error as exc:
         raise BackendError(f"disk cache {directory}: {exc}") from exc
     except OSError as exc:
         raise BackendUnavailable(f"disk cache {directory}: {exc}") from exc
+    except Exception as exc:  # e.g. a foreign non-bytes value: a counted miss, not a crash
+        raise BackendError(f"disk cache {directory}: unexpected {exc!r}") from exc
 
 
 class DiskBackend(Backend):
@@ -88,7 +92,7 @@ class DiskBackend(Backend):
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         cache = self.cache
         with _mapped(self.directory):
-            out = {}
+            out: dict[str, bytes] = {}
             for key in keys:
                 value = cache.get(key)
                 if value is not None:

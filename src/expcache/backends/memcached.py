@@ -17,11 +17,14 @@ What this layer adds to pymemcache, and why:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import ssl
 import struct
+import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -37,17 +40,19 @@ from pymemcache.exceptions import (
 )
 
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError, ValueTooLarge
-from .base import Backend
+from .base import Backend, StoreRefused
 
 __all__ = ["MemcachedBackend", "parse_server"]
 
 _CHUNK_MAGIC = b"XCCHUNK1"
 _MANIFEST = struct.Struct("!IQ16s8s")  # chunk count, total size, xxh3-128 digest, nonce
 _ITEM_OVERHEAD = 1024  # memcached's per-item header + key, kept free inside item_size
+_HEX = frozenset(b"0123456789abcdef")
 
 
 def parse_server(server: str | tuple[str, int] | Sequence[Any]) -> tuple[str, int]:
     """``"host:port"``, ``"[v6]:port"`` or ``(host, port)`` -> ``(host, port)``, validated."""
+    port: Any
     if isinstance(server, str):
         host, sep, port_s = server.strip().rpartition(":")
         if not sep or not host or not port_s.isdigit():
@@ -68,26 +73,51 @@ def parse_server(server: str | tuple[str, int] | Sequence[Any]) -> tuple[str, in
 
 @contextmanager
 def _mapped(where: str) -> Iterator[None]:
+    """pymemcache and socket errors -> ours. Order matters: ``MemcacheUnexpectedCloseError``
+    is a ``MemcacheServerError`` subclass but means a lost connection, not a server reply."""
     try:
         yield
+    except BackendError:
+        raise
     except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
         raise BackendTimeout(f"memcached {where}: no answer in time") from exc
+    except MemcacheUnexpectedCloseError as exc:
+        raise BackendUnavailable(f"memcached {where}: connection closed by the server") from exc
     except MemcacheServerError as exc:
-        if "too large" in str(exc):
-            raise ValueTooLarge(f"memcached {where}: {exc}") from exc
-        raise BackendError(f"memcached {where}: server error {exc}") from exc
+        text = str(exc)
+        if "too large" in text:
+            raise ValueTooLarge(f"memcached {where}: {text}") from exc
+        if "out of memory" in text:
+            raise StoreRefused(f"memcached {where}: server full: {text}") from exc
+        raise BackendError(f"memcached {where}: server error {text}") from exc
     except MemcacheClientError as exc:
         raise BackendError(f"memcached {where}: client error {exc}") from exc
-    except (MemcacheUnexpectedCloseError, ConnectionError, socket.gaierror) as exc:
+    except (ConnectionError, socket.gaierror) as exc:
         raise BackendUnavailable(f"memcached {where}: {exc!r}") from exc
     except OSError as exc:
         raise BackendUnavailable(f"memcached {where}: {exc!r}") from exc
     except MemcacheError as exc:
         raise BackendError(f"memcached {where}: {exc!r}") from exc
+    except Exception as exc:  # a client bug must cost a counted miss, not the caller's call
+        raise BackendError(f"memcached {where}: unexpected {exc!r}") from exc
 
 
 def _expire(seconds: float) -> int:
     return max(1, math.ceil(seconds)) if seconds else 0
+
+
+_LIVE: weakref.WeakSet[MemcachedBackend] = weakref.WeakSet()
+
+
+def _forget_sockets_after_fork() -> None:
+    # A forked child must not talk over its parent's sockets: the two would interleave
+    # requests and read each other's replies.
+    for backend in list(_LIVE):
+        backend._reset_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_sockets_after_fork)
 
 
 class MemcachedBackend(Backend):
@@ -95,7 +125,15 @@ class MemcachedBackend(Backend):
 
     ``item_size`` must match the servers' ``-I`` (1 MiB by default): values above it are
     chunked. ``max_value_size`` caps what is stored at all. ``dead_timeout`` is how long a
-    failed node of a cluster stays out of the ring before it is probed again.
+    failed node of a cluster stays out of the ring (its keys go to the other nodes) before it
+    is tried again.
+
+    Connections are per thread: a pymemcache client is not thread-safe, and the lease renewer
+    of the memoizer runs in a thread of its own.
+
+    TLS: pass ``tls_context`` (an ``ssl.SSLContext``; such a backend cannot be pickled), or
+    ``tls=True`` with optional ``tls_ca_file``/``tls_cert_file``/``tls_key_file``, which are
+    plain settings that travel to workers and rebuild the context there.
     """
 
     name: ClassVar[str] = "memcached"
@@ -109,72 +147,137 @@ class MemcachedBackend(Backend):
         timeout: float = 0.5,
         no_delay: bool = True,
         tls_context: ssl.SSLContext | None = None,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
         item_size: int = 2**20,
         max_value_size: int = 64 * 2**20,
         dead_timeout: float = 30.0,
         **breaker: Any,
     ) -> None:
         super().__init__(**breaker)
-        if isinstance(servers, (str, tuple)):
-            servers = [servers]
-        self.servers = [parse_server(s) for s in servers]
+        specs: Sequence[Any] = [servers] if isinstance(servers, (str, tuple)) else servers
+        self.servers = [parse_server(s) for s in specs]
         if not self.servers:
             raise ConfigError("servers: give at least one 'host:port'")
         for name, value in (("connect_timeout", connect_timeout), ("timeout", timeout)):
-            if not isinstance(value, (int, float)) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name}={value!r}: must be a number of seconds > 0")
         if item_size < 2 * _ITEM_OVERHEAD:
             raise ConfigError(f"item_size={item_size!r}: must be at least {2 * _ITEM_OVERHEAD}")
+        if tls_context is not None and not isinstance(tls_context, ssl.SSLContext):
+            raise ConfigError(f"tls_context={tls_context!r}: expected an ssl.SSLContext")
         self.connect_timeout = float(connect_timeout)
         self.timeout = float(timeout)
         self.no_delay = no_delay
-        self.tls_context = tls_context
+        self.tls = bool(tls or tls_ca_file or tls_cert_file or tls_context is not None)
+        self.tls_ca_file = tls_ca_file
+        self.tls_cert_file = tls_cert_file
+        self.tls_key_file = tls_key_file
+        self._own_tls_context = tls_context is None and self.tls
+        self.tls_context = tls_context if tls_context is not None else self._build_tls()
         self.item_size = item_size
         self.max_value_size = max_value_size
         self.dead_timeout = dead_timeout
-        self._client: Client | HashClient | None = None
         self._where = ",".join(f"{h}:{p}" for h, p in self.servers)
+        self._reset_connections()
+        _LIVE.add(self)
+
+    def _build_tls(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"tls_ca_file={self.tls_ca_file!r}: cannot load CA certificates ({exc}); "
+                "give the path of a PEM bundle, or leave it unset for the system CAs"
+            ) from exc
+        if self.tls_cert_file:
+            try:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"tls_cert_file={self.tls_cert_file!r}, tls_key_file={self.tls_key_file!r}: "
+                    f"cannot load the client certificate ({exc})"
+                ) from exc
+        return context
 
     # -- connection ----------------------------------------------------------------------------
+    def _reset_connections(self) -> None:
+        self._local = threading.local()
+        # Weak: when a thread ends, its thread-local client goes and its socket with it.
+        self._clients: weakref.WeakSet[Client | HashClient] = weakref.WeakSet()
+        self._clients_lock = threading.Lock()
+
     @property
     def client(self) -> Client | HashClient:
-        if self._client is None:
-            common: dict[str, Any] = {
-                "connect_timeout": self.connect_timeout,
-                "timeout": self.timeout,
-                "no_delay": self.no_delay,
-                "default_noreply": False,
-                "tls_context": self.tls_context,
-            }
-            if len(self.servers) == 1:
-                self._client = Client(self.servers[0], **common)
-            else:
-                self._client = HashClient(
-                    self.servers,
-                    retry_attempts=1,
-                    retry_timeout=0,
-                    dead_timeout=self.dead_timeout,
-                    **common,
-                )
-        return self._client
+        """This thread's pymemcache client (created, not connected, on first use)."""
+        try:
+            client: Client | HashClient = self._local.client
+        except AttributeError:
+            client = self._new_client()
+        return client
+
+    @property
+    def connections(self) -> int:
+        """How many pymemcache clients are alive (each connects on its first command)."""
+        return len(self._clients)
+
+    def _new_client(self) -> Client | HashClient:
+        common: dict[str, Any] = {
+            "connect_timeout": self.connect_timeout,
+            "timeout": self.timeout,
+            "no_delay": self.no_delay,
+            "default_noreply": False,
+            "tls_context": self.tls_context,
+        }
+        client: Client | HashClient
+        if len(self.servers) == 1:
+            client = Client(self.servers[0], **common)
+        else:
+            # retry_attempts=0: a failing node leaves the ring at its first failure and its
+            # keys move to the others. With retries, HashClient answers *default values*
+            # (False for add/cas, None for gets, {} for get_many) during its retry window
+            # without raising, which would look like a taken lease or a lost CAS race.
+            client = HashClient(
+                self.servers,
+                retry_attempts=0,
+                retry_timeout=0,
+                dead_timeout=self.dead_timeout,
+                **common,
+            )
+        self._local.client = client
+        with self._clients_lock:
+            self._clients.add(client)
+        return client
 
     def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # closing a broken socket must not fail the caller
-                pass
-            self._client = None
+        with self._clients_lock:
+            clients = list(self._clients)
+        for client in clients:
+            with contextlib.suppress(Exception):  # a broken socket must not fail the caller
+                client.close()
+        self._reset_connections()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        if state.get("tls_context") is not None:
-            # SSLContext objects do not pickle; workers must be given their own context.
+        if self.tls_context is not None and not self._own_tls_context:
+            # SSLContext objects do not pickle. Settings do: tls=True + tls_*_file.
             raise TypeError(
-                "a MemcachedBackend with tls_context cannot be pickled; build it in the worker"
+                "a MemcachedBackend built with tls_context=<SSLContext> cannot be pickled; "
+                "use tls=True with tls_ca_file/tls_cert_file/tls_key_file instead, which "
+                "rebuild the context in the worker"
             )
+        state = {k: v for k, v in self.__dict__.items() if k not in _RUNTIME}
+        state["tls_context"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tls_context = self._build_tls()
+        self._reset_connections()
+        _LIVE.add(self)
 
     # -- primitives ----------------------------------------------------------------------------
     @property
@@ -208,9 +311,11 @@ class MemcachedBackend(Backend):
             if len(value) > self._chunk_limit:
                 value = self._write_chunks(key, value, expire)
             if not self.client.set(key, value, expire=_expire(expire), noreply=False):
-                raise BackendError(f"memcached {self._where}: set of {key!r} was not stored")
+                raise StoreRefused(f"memcached {self._where}: set of {key!r} was not stored")
 
     def set_many(self, items: Mapping[str, bytes], expire: float = 0) -> None:
+        for value in items.values():
+            self.check_size(value)
         small = {k: v for k, v in items.items() if len(v) <= self._chunk_limit}
         for key in items.keys() - small.keys():
             self.set(key, items[key], expire)
@@ -218,7 +323,7 @@ class MemcachedBackend(Backend):
             with _mapped(self._where):
                 failed = self.client.set_many(small, expire=_expire(expire), noreply=False)
             if failed:
-                raise BackendError(f"memcached {self._where}: {len(failed)} values not stored")
+                raise StoreRefused(f"memcached {self._where}: {len(failed)} values not stored")
 
     def add(self, key: str, value: bytes, expire: float = 0) -> bool:
         self._check_unchunked(value)
@@ -227,7 +332,10 @@ class MemcachedBackend(Backend):
 
     def gets(self, key: str) -> tuple[bytes | None, Any]:
         with _mapped(self._where):
-            value, token = self.client.gets(key)
+            got = self.client.gets(key)
+            if got is None:  # HashClient's "default value" for a node it gave up on
+                raise BackendUnavailable(f"memcached {self._where}: gets of {key!r} got no reply")
+            value, token = got
             return value, token
 
     def cas(self, key: str, value: bytes, token: Any, expire: float = 0) -> bool | None:
@@ -263,7 +371,12 @@ class MemcachedBackend(Backend):
             self.client.flush_all(noreply=False)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "servers": [f"{h}:{p}" for h, p in self.servers]}
+        return {
+            "backend": self.name,
+            "servers": [f"{h}:{p}" for h, p in self.servers],
+            "timeout": self.timeout,
+            "tls": self.tls,
+        }
 
     # -- chunking --------------------------------------------------------------------------------
     def _check_unchunked(self, value: bytes) -> None:
@@ -282,7 +395,7 @@ class MemcachedBackend(Backend):
         }
         failed = self.client.set_many(chunks, expire=_expire(expire), noreply=False)
         if failed:
-            raise BackendError(f"memcached {self._where}: {len(failed)} chunks not stored")
+            raise StoreRefused(f"memcached {self._where}: {len(failed)} chunks not stored")
         digest = xxhash.xxh3_128_digest(value)
         return _CHUNK_MAGIC + _MANIFEST.pack(len(chunks), len(value), digest, nonce)
 
@@ -293,7 +406,9 @@ class MemcachedBackend(Backend):
             return None
         if count > 1 + (self.max_value_size or total) // max(1, self._chunk_limit):
             return None
-        names = [f"{key}:c{i}:{nonce.decode('ascii', 'replace')}" for i in range(count)]
+        if not _HEX.issuperset(nonce):
+            return None  # not a manifest we wrote: its chunk names would not even be keys
+        names = [f"{key}:c{i}:{nonce.decode()}" for i in range(count)]
         parts = self.client.get_many(names)
         if len(parts) != count:
             return None  # some chunk was evicted: a miss, never a partial value
@@ -301,3 +416,6 @@ class MemcachedBackend(Backend):
         if len(value) != total or xxhash.xxh3_128_digest(value) != digest:
             return None
         return value
+
+
+_RUNTIME = frozenset({"_local", "_clients", "_clients_lock"})
