@@ -73,15 +73,18 @@ def _commands(text: str) -> list[list[str]]:
 
 
 def _expand(args: list[str]) -> list[list[str]]:
-    """One override list per job of the sweep (``-m`` dropped, ``a=x,y`` expanded)."""
+    """One override list per distinct config of the sweep (``-m`` dropped; a swept group
+    such as ``method=a,b`` expanded, a swept value such as ``seed=0,1,2`` at its first)."""
     overrides = [a for a in args if a not in ("-m", "--multirun")]
     choices: list[list[str]] = []
-    for parsed in OverridesParser.create().parse_overrides(overrides):
+    parsed_all = OverridesParser.create().parse_overrides(overrides)
+    for raw, parsed in zip(overrides, parsed_all, strict=True):
         if parsed.is_sweep_override():
             key = parsed.key_or_group
-            choices.append([f"{key}={v}" for v in parsed.sweep_string_iterator()])
+            values = [f"{key}={v}" for v in parsed.sweep_string_iterator()]
+            choices.append(values if (CONF / key).is_dir() else values[:1])
         else:
-            choices.append([parsed.input_line])
+            choices.append([raw])
     return [list(combo) for combo in itertools.product(*choices)]
 
 
@@ -143,7 +146,9 @@ def test_readme_names_its_command_and_keeps_runs_in_its_folder(recipe: str) -> N
     assert commands, f"experiments/{recipe}/README.md has no expcache command in a bash block"
     assert any(f"experiment={recipe}" in args for args in commands), "the bundle is not used"
     for args in commands:
-        dirs = [a.split("=", 1)[1] for a in args if a.startswith(("hydra.sweep.dir=", "hydra.run.dir="))]
+        dirs = [
+            a.split("=", 1)[1] for a in args if a.startswith(("hydra.sweep.dir=", "hydra.run.dir="))
+        ]
         assert dirs, f"{shlex.join(args)}: give hydra.sweep.dir/hydra.run.dir explicitly"
         assert all(d.startswith(f"experiments/{recipe}/runs/") for d in dirs), dirs
         cache_dirs = [a.split("=", 1)[1] for a in args if a.startswith("cache.dir=")]

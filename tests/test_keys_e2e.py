@@ -138,3 +138,21 @@ def test_version_salt_separates_entries(backend: MemcachedBackend) -> None:
     v2(1)
     assert v2.stats.misses == 1
     assert Memoized(f, backend, version="1")(1) == 1
+
+
+def test_deterministic_and_stochastic_entries_are_kept_apart(backend: MemcachedBackend) -> None:
+    from expcache import RepetitionPolicy
+
+    def noisy(x: int) -> float:
+        return float(x)
+
+    plain = Memoized(noisy, backend)
+    repeated = Memoized(noisy, backend, repeat=RepetitionPolicy(min_repetitions=2))
+    assert plain.cache_key(1) != repeated.cache_key(1)
+    plain(1)
+    repeated(1)
+    repeated(1)
+    plain(1)
+    assert plain.stats.hits == 1  # the running moments did not overwrite the plain value
+    assert repeated.stats.misses == 1
+    assert repeated.stats.repeats == 1

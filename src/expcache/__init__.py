@@ -15,6 +15,7 @@ from .errors import (
     KeyEncodingError,
     SerdeError,
     SignatureError,
+    StoreRefused,
     ValueTooLarge,
 )
 from .keys import KeyMaker, fingerprint, function_identity
@@ -43,6 +44,7 @@ __all__ = [
     "RepetitionPolicy",
     "SerdeError",
     "SignatureError",
+    "StoreRefused",
     "ValueTooLarge",
     "__version__",
     "fingerprint",

@@ -8,7 +8,8 @@
     ├── BackendError                   the cache store failed; the memoizer computes instead
     │   ├── BackendUnavailable         cannot connect / connection lost
     │   ├── BackendTimeout             the server did not answer in time (hung, overloaded)
-    │   └── ValueTooLarge              the store refused a value for its size
+    │   ├── ValueTooLarge              the store refused a value for its size
+    │   └── StoreRefused               the store is alive but kept nothing (full, with -M)
     └── SerdeError                     a stored entry is corrupt, foreign or of another version
         └── SignatureError             the entry's HMAC is missing or wrong (possibly forged)
 
@@ -29,6 +30,7 @@ __all__ = [
     "KeyEncodingError",
     "SerdeError",
     "SignatureError",
+    "StoreRefused",
     "ValueTooLarge",
 ]
 
@@ -59,6 +61,14 @@ class BackendTimeout(BackendError):
 
 class ValueTooLarge(BackendError):
     """The store refused a value because of its size."""
+
+
+class StoreRefused(BackendError):
+    """The store answered but declined to keep a value (full without eviction, not stored).
+
+    Unlike a timeout or a lost connection this says the server is alive: the memoizer counts it
+    as an error but does not let it trip the circuit breaker, so reads keep hitting.
+    """
 
 
 class SerdeError(ExpcacheError):

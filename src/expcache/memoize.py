@@ -24,7 +24,6 @@ the value, instead of winning a fresh lease and computing a second time.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -36,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
+from . import lease as _lease
 from .backends.base import Backend, StoreRefused
 from .backends.disk import DiskBackend
 from .backends.null import NullBackend
@@ -67,63 +67,6 @@ _RUNTIME: Final = frozenset(
     {"stats", "_keys", "_off", "_auto", "_lock", "_degraded", "_warned", "_lookup_seconds",
      "_lookups"}
 )
-
-
-class _LeaseRenewer:
-    """One daemon thread per process that ``touch``es the leases being computed under.
-
-    The thread stays (idle) once started: a thread per burst of misses would open a new
-    connection per backend each time, since connections are per thread.
-    """
-
-    def __init__(self) -> None:
-        self._leases: dict[int, tuple[Backend, str, float]] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._thread: threading.Thread | None = None
-        self._next = 0
-
-    def hold(self, backend: Backend, key: str, ttl: float) -> int:
-        with self._lock:
-            self._next += 1
-            self._leases[self._next] = (backend, key, ttl)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="expcache-lease-renewer", daemon=True
-                )
-                self._thread.start()
-            else:
-                self._wake.notify()  # a shorter TTL may need an earlier renewal
-            return self._next
-
-    def release(self, handle: int) -> None:
-        with self._lock:
-            self._leases.pop(handle, None)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._leases:
-                    self._wake.wait()
-                period = min(ttl for _, _, ttl in self._leases.values()) / 3
-                self._wake.wait(period)
-                leases = list(self._leases.values())
-            for backend, key, ttl in leases:
-                # On failure the computation goes on; at worst another worker duplicates it.
-                with contextlib.suppress(BackendError):
-                    backend.touch(key, ttl)
-
-
-_renewer = _LeaseRenewer()
-
-
-def _new_renewer_after_fork() -> None:
-    global _renewer  # a forked child must not inherit a held lock or the parent's leases
-    _renewer = _LeaseRenewer()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_renewer_after_fork)
 
 
 def _import_global(module: str, qualname: str) -> Any:
@@ -216,11 +159,16 @@ class Memoized(Generic[P, R]):
         self._setup()
 
     def _setup(self) -> None:
+        # Running moments and plain values of one call live under different keys, so that
+        # two policies sweeping one namespace never overwrite each other's entries.
+        version = self.version
+        if self.repeat is not None:
+            version = "repeated" if version is None else f"{version}|repeated"
         self._keys = KeyMaker(
             self.fn,
             ignore_args=self.ignore_args,
             signature=self.signature,
-            version=self.version,
+            version=version,
             namespace=self.namespace,
             pickle_fallback=self.pickle_args,
         )
@@ -370,19 +318,19 @@ class Memoized(Generic[P, R]):
                 store = outcome is not _FAIL
             else:
                 store = got is not _FAIL
-        handle = _renewer.hold(self.backend, lease_key, self.lease_ttl) if owned else 0
+        handle = _lease.renewer.hold(self.backend, lease_key, self.lease_ttl) if owned else 0
         try:
             value, elapsed = self._run(args, kwargs)
         except BaseException:
             if owned:
-                _renewer.release(handle)
+                _lease.renewer.release(handle)
                 self._guarded(self.backend.delete, lease_key)
             raise
         with self._lock:
             self.stats.misses += 1
         stored = self._store(key, value, elapsed) if store else _FAIL
         if owned:
-            _renewer.release(handle)
+            _lease.renewer.release(handle)
             # Not a delete: a worker that missed just before our store and asks for the lease
             # just after must find it taken (and then our value), or it would compute again.
             if stored is True:  # the marker only has to outlive that race: 2 s (memcached's

@@ -115,6 +115,10 @@ class RepetitionPolicy:
             # A single sample has no error estimate; only a zero tolerance-free rule
             # (min_repetitions=1) accepts it.
             return True
+        if type(m.mean) is float:  # the common case, ~30x cheaper than numpy on scalars
+            # max() keeps a NaN M2 as NaN (never converged) and clips rounding below zero
+            stderr = math.sqrt(max(m.m2, 0.0) / (m.n - 1) / m.n)
+            return stderr <= max(self.rtol_stderr * abs(m.mean), self.atol_stderr)
         tol = np.maximum(self.rtol_stderr * np.abs(m.mean), self.atol_stderr)
         return bool(np.all(m.stderr <= tol))
 

@@ -25,17 +25,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..errors import BackendError, ConfigError, ValueTooLarge
+from ..errors import ConfigError, StoreRefused, ValueTooLarge
 
 __all__ = ["Backend", "CircuitBreaker", "StoreRefused"]
-
-
-class StoreRefused(BackendError):
-    """The store answered but declined to keep a value (full without eviction, not stored).
-
-    Unlike a timeout or a lost connection this says the server is alive: the memoizer counts it
-    as an error but does not let it trip the circuit breaker, so reads keep hitting.
-    """
 
 
 class CircuitBreaker:
