@@ -255,7 +255,9 @@ def test_a_stochastic_model_is_averaged_under_the_repetition_policy(mc: Memcache
     sgd = ModelUtility(
         SGDClassifier(random_state=None, max_iter=5, tol=None), scorer, show_warnings=False
     )
-    policy = RepetitionPolicy(min_repetitions=3, rtol_stderr=0.0, max_repetitions=4)
+    # min = max = 4: the cap is the only way to stop. (With min 3 and rtol 0, three equal
+    # scores -- stderr exactly 0, frequent for SGD on tiny data -- would legitimately stop.)
+    policy = RepetitionPolicy(min_repetitions=4, rtol_stderr=0.0, max_repetitions=4)
     cu = cached_utility(sgd, mc, repeat=policy).with_dataset(train)
     sample = Sample(None, np.arange(N_TRAIN))
     for _ in range(6):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import ssl
 import struct
 import threading
@@ -71,35 +70,100 @@ def parse_server(server: str | tuple[str, int] | Sequence[Any]) -> tuple[str, in
     return host, port
 
 
-@contextmanager
-def _mapped(where: str) -> Iterator[None]:
+def _translate(exc: BaseException, where: str) -> BackendError:
     """pymemcache and socket errors -> ours. Order matters: ``MemcacheUnexpectedCloseError``
     is a ``MemcacheServerError`` subclass but means a lost connection, not a server reply."""
-    try:
-        yield
-    except BackendError:
-        raise
-    except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
-        raise BackendTimeout(f"memcached {where}: no answer in time") from exc
-    except MemcacheUnexpectedCloseError as exc:
-        raise BackendUnavailable(f"memcached {where}: connection closed by the server") from exc
-    except MemcacheServerError as exc:
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
+        return BackendTimeout(f"memcached {where}: no answer in time")
+    if isinstance(exc, MemcacheUnexpectedCloseError):
+        return BackendUnavailable(f"memcached {where}: connection closed by the server")
+    if isinstance(exc, MemcacheServerError):
         text = str(exc)
         if "too large" in text:
-            raise ValueTooLarge(f"memcached {where}: {text}") from exc
+            return ValueTooLarge(f"memcached {where}: {text}")
         if "out of memory" in text:
-            raise StoreRefused(f"memcached {where}: server full: {text}") from exc
-        raise BackendError(f"memcached {where}: server error {text}") from exc
-    except MemcacheClientError as exc:
-        raise BackendError(f"memcached {where}: client error {exc}") from exc
-    except (ConnectionError, socket.gaierror) as exc:
-        raise BackendUnavailable(f"memcached {where}: {exc!r}") from exc
-    except OSError as exc:
-        raise BackendUnavailable(f"memcached {where}: {exc!r}") from exc
-    except MemcacheError as exc:
-        raise BackendError(f"memcached {where}: {exc!r}") from exc
-    except Exception as exc:  # a client bug must cost a counted miss, not the caller's call
-        raise BackendError(f"memcached {where}: unexpected {exc!r}") from exc
+            return StoreRefused(f"memcached {where}: server full: {text}")
+        return BackendError(f"memcached {where}: server error {text}")
+    if isinstance(exc, MemcacheClientError):
+        return BackendError(f"memcached {where}: client error {exc}")
+    if isinstance(exc, OSError):  # refused, reset, unreachable, not resolvable
+        return BackendUnavailable(f"memcached {where}: {exc!r}")
+    if isinstance(exc, MemcacheError):
+        return BackendError(f"memcached {where}: {exc!r}")
+    # A client bug must cost a counted miss, not the caller's call.
+    return BackendError(f"memcached {where}: unexpected {exc!r}")
+
+
+@contextmanager
+def _mapped(where: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise _translate(exc, where) from exc
+
+
+_END = b"END\r\n"
+_CONTROL = bytes(range(33)) + b"\x7f"  # whitespace and control bytes: not in a key
+
+
+def _pymemcache_get(client: Client, key: str) -> bytes | None:
+    value: bytes | None = client.get(key)
+    return value
+
+
+def _direct_get(client: Client, key: str) -> bytes | None:
+    """``get`` written on the client's own socket: the hit path's one round trip.
+
+    pymemcache parses replies line by line in Python (~5 us a call); a single ``get`` reply is
+    ``VALUE <key> <flags> <size>\\r\\n<data>\\r\\nEND\\r\\n`` or ``END\\r\\n``, read here with one or
+    two ``recv``. The connection is pymemcache's (same socket, timeout and reconnection), and
+    requests are strictly sequential per thread, so the two can take turns on it. Keys that
+    are not plain protocol tokens go through pymemcache, which rejects them.
+    """
+    if not key.isascii() or len(key) > 250:
+        return _pymemcache_get(client, key)
+    raw = key.encode()
+    if len(raw.translate(None, _CONTROL)) != len(raw):
+        return _pymemcache_get(client, key)
+    if client.sock is None:
+        client._connect()  # pymemcache 4's own connect: timeouts, no_delay, TLS
+    sock = client.sock
+    try:
+        sock.sendall(b"get " + raw + b"\r\n")
+        buf = sock.recv(65536)
+        if buf == _END:
+            return None
+        while b"\r\n" not in buf:
+            more = sock.recv(65536)
+            if not more:
+                raise MemcacheUnexpectedCloseError()
+            buf += more
+        head_end = buf.index(b"\r\n")
+        head = buf[:head_end].split()
+        if not head or head[0] != b"VALUE" or len(head) < 4:
+            if head and head[0].endswith(b"ERROR"):
+                raise MemcacheServerError(buf[:head_end].decode("ascii", "replace"))
+            raise MemcacheUnexpectedCloseError()
+        start = head_end + 2
+        end = start + int(head[3])
+        total = end + 7  # b"\r\nEND\r\n"
+        if len(buf) < total:
+            parts = bytearray(buf)
+            while len(parts) < total:
+                more = sock.recv(max(total - len(parts), 65536))
+                if not more:
+                    raise MemcacheUnexpectedCloseError()
+                parts += more
+            buf = bytes(parts)
+        if buf[end:total] != b"\r\n" + _END or len(buf) != total:
+            raise MemcacheUnexpectedCloseError()
+        value: bytes = buf[start:end]
+        return value
+    except BaseException:
+        client.close()  # a half-read reply must never be read as the next command's
+        raise
 
 
 def _expire(seconds: float) -> int:
@@ -285,11 +349,17 @@ class MemcachedBackend(Backend):
         return self.item_size - _ITEM_OVERHEAD
 
     def get(self, key: str) -> bytes | None:
-        with _mapped(self._where):
-            value: bytes | None = self.client.get(key)
+        try:
+            client = self._local.client
+        except AttributeError:
+            client = self._new_client()
+        try:
+            value = _direct_get(client, key) if type(client) is Client else client.get(key)
             if value is not None and value[:8] == _CHUNK_MAGIC:
                 return self._assemble(key, value)
-            return value
+        except Exception as exc:
+            raise _translate(exc, self._where) from exc
+        return value
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         if not keys:

@@ -1,0 +1,84 @@
+"""The direct-socket ``get`` of the single-server backend, against a real memcached.
+
+It shares pymemcache's connection, so these tests interleave the two on one socket and check
+every reply shape: miss, empty value, values over several ``recv``, payloads that contain the
+protocol's own terminators, refused keys, a dead and a hung server.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pymemcache.client.base import Client
+
+from expcache.backends import MemcachedBackend
+from expcache.errors import BackendError, BackendTimeout, BackendUnavailable
+
+from .conftest import MemcachedFactory, MemcachedServer
+
+
+@pytest.fixture
+def backend(memcached: MemcachedServer) -> MemcachedBackend:
+    return MemcachedBackend([memcached.address], timeout=2.0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"x", b"\r\nEND\r\n", b"VALUE k 0 3\r\nabc\r\nEND\r\n" * 100,
+     os.urandom(1000), os.urandom(300_000), os.urandom(1_000_000)],
+    ids=["empty", "one", "terminator", "protocol-lookalike", "1k", "300k", "1m"],
+)
+def test_values_round_trip_exactly(backend: MemcachedBackend, value: bytes) -> None:
+    backend.set("wire:k", value)
+    assert backend.get("wire:k") == value
+    assert type(backend.client) is Client  # the direct path was the one used
+
+
+def test_interleaves_with_pymemcache_on_one_socket(backend: MemcachedBackend) -> None:
+    for i in range(100):
+        backend.set(f"i{i}", str(i).encode())
+        assert backend.get(f"i{i}") == str(i).encode()
+        assert backend.get(f"absent{i}") is None
+        value, token = backend.gets(f"i{i}")  # pymemcache parses the next reply correctly
+        assert value == str(i).encode()
+        assert backend.cas(f"i{i}", b"new", token) is True
+    assert backend.get_many(["i0", "i99"]) == {"i0": b"new", "i99": b"new"}
+    assert backend.connections == 1
+
+
+@pytest.mark.parametrize("key", ["has space", "tab\tkey", "new\nline", "ünïcode", "k" * 251])
+def test_keys_that_are_not_protocol_tokens_are_refused(
+    backend: MemcachedBackend, key: str
+) -> None:
+    with pytest.raises(BackendError):
+        backend.get(key)
+    backend.set("after", b"ok")  # the connection is still usable
+    assert backend.get("after") == b"ok"
+
+
+def test_dead_server_then_restart(memcached_factory: MemcachedFactory) -> None:
+    server = memcached_factory()
+    backend = MemcachedBackend([server.address], timeout=2.0)
+    backend.set("k", b"v")
+    assert backend.get("k") == b"v"
+    server.kill()
+    with pytest.raises(BackendUnavailable):
+        backend.get("k")
+    server.start()  # same port, empty
+    assert backend.get("k") is None
+    backend.set("k", b"again")
+    assert backend.get("k") == b"again"
+
+
+def test_hung_server_times_out(memcached_factory: MemcachedFactory) -> None:
+    server = memcached_factory()
+    backend = MemcachedBackend([server.address], timeout=0.2)
+    backend.set("k", b"v")
+    server.pause()
+    try:
+        with pytest.raises(BackendTimeout):
+            backend.get("k")
+    finally:
+        server.resume()
+    assert backend.get("k") == b"v"  # a fresh connection; the stale reply was dropped
