@@ -82,3 +82,40 @@ def test_hung_server_times_out(memcached_factory: MemcachedFactory) -> None:
     finally:
         server.resume()
     assert backend.get("k") == b"v"  # a fresh connection; the stale reply was dropped
+
+
+def test_get_many_mixed_sizes_and_misses(backend: MemcachedBackend) -> None:
+    values = {
+        "m:empty": b"",
+        "m:small": b"abc",
+        "m:lookalike": b"\r\nEND\r\nVALUE m:small 0 3\r\n",
+        "m:big": os.urandom(700_000),  # spans many recv calls
+        "m:mid": os.urandom(70_000),
+    }
+    backend.set_many(values)
+    keys = [*values, "m:absent", "m:also-absent"]
+    assert backend.get_many(keys) == values
+    assert backend.get("m:small") == b"abc"  # the socket is in step after the batch
+    many = {f"n{i}": str(i).encode() * 10 for i in range(500)}
+    backend.set_many(many)
+    assert backend.get_many(list(many)) == many
+
+
+def test_get_many_with_an_unsafe_key_is_refused_whole(backend: MemcachedBackend) -> None:
+    backend.set("ok", b"1")
+    with pytest.raises(BackendError):
+        backend.get_many(["ok", "not ok"])
+    assert backend.get_many(["ok"]) == {"ok": b"1"}
+
+
+def test_map_of_cached_calls_is_one_round_trip(memcached: MemcachedServer) -> None:
+    from expcache import Memoized
+
+    backend = MemcachedBackend([memcached.address], timeout=2.0)
+    f = Memoized(lambda x: x * 2, backend)
+    assert f.map([(i,) for i in range(50)]) == [i * 2 for i in range(50)]
+    gets_before = memcached.stat("cmd_get")
+    assert f.map([(i,) for i in range(50)] + [{"x": 3}]) == [i * 2 for i in range(50)] + [6]
+    assert memcached.stat("cmd_get") - gets_before == 50  # each distinct key fetched once
+    assert f.stats.hits == 51
+    assert f.stats.misses == 50

@@ -113,6 +113,65 @@ def _pymemcache_get(client: Client, key: str) -> bytes | None:
     return value
 
 
+def _token(key: str) -> bytes | None:
+    """The key as a protocol token, or None when only pymemcache may judge it."""
+    if not key.isascii() or len(key) > 250:
+        return None
+    raw = key.encode()
+    return raw if len(raw.translate(None, _CONTROL)) == len(raw) else None
+
+
+def _direct_get_many(client: Client, keys: Sequence[str]) -> dict[str, bytes]:
+    """``get k1 k2 ...`` on the client's socket; the reply parsed with ``find`` and slices.
+
+    The same contract as ``_direct_get`` (shared connection, closed on any failure); a reply
+    is a run of ``VALUE <key> <flags> <size>`` blocks ended by ``END``.
+    """
+    raws = [_token(k) for k in keys]
+    if None in raws:
+        found: dict[str, bytes] = client.get_many(keys)
+        return found
+    if client.sock is None:
+        client._connect()
+    sock = client.sock
+    try:
+        sock.sendall(b"get " + b" ".join(raws) + b"\r\n")  # type: ignore[arg-type]
+        buf = bytearray(sock.recv(262144))
+        out: dict[str, bytes] = {}
+        pos = 0
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            while eol < 0:
+                more = sock.recv(262144)
+                if not more:
+                    raise MemcacheUnexpectedCloseError()
+                buf += more
+                eol = buf.find(b"\r\n", pos)
+            head = bytes(buf[pos:eol]).split()
+            if head == [b"END"]:
+                if eol + 2 != len(buf):
+                    raise MemcacheUnexpectedCloseError()
+                return out
+            if len(head) < 4 or head[0] != b"VALUE":
+                if head and head[0].endswith(b"ERROR"):
+                    raise MemcacheServerError(b" ".join(head).decode("ascii", "replace"))
+                raise MemcacheUnexpectedCloseError()
+            start = eol + 2
+            end = start + int(head[3])
+            while len(buf) < end + 2:
+                more = sock.recv(max(end + 2 - len(buf), 262144))
+                if not more:
+                    raise MemcacheUnexpectedCloseError()
+                buf += more
+            if buf[end : end + 2] != b"\r\n":
+                raise MemcacheUnexpectedCloseError()
+            out[head[1].decode()] = bytes(buf[start:end])
+            pos = end + 2
+    except BaseException:
+        client.close()
+        raise
+
+
 def _direct_get(client: Client, key: str) -> bytes | None:
     """``get`` written on the client's own socket: the hit path's one round trip.
 
@@ -122,10 +181,8 @@ def _direct_get(client: Client, key: str) -> bytes | None:
     requests are strictly sequential per thread, so the two can take turns on it. Keys that
     are not plain protocol tokens go through pymemcache, which rejects them.
     """
-    if not key.isascii() or len(key) > 250:
-        return _pymemcache_get(client, key)
-    raw = key.encode()
-    if len(raw.translate(None, _CONTROL)) != len(raw):
+    raw = _token(key)
+    if raw is None:
         return _pymemcache_get(client, key)
     if client.sock is None:
         client._connect()  # pymemcache 4's own connect: timeouts, no_delay, TLS
@@ -365,7 +422,11 @@ class MemcachedBackend(Backend):
         if not keys:
             return {}
         with _mapped(self._where):
-            found: dict[str, bytes] = self.client.get_many(keys)
+            client = self.client
+            found = (
+                _direct_get_many(client, keys) if type(client) is Client
+                else client.get_many(keys)
+            )
             for key, value in list(found.items()):
                 if value[:8] == _CHUNK_MAGIC:
                     whole = self._assemble(key, value)
