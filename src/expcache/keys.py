@@ -728,6 +728,8 @@ class KeyMaker:
         if not self._bindable:
             return [], tuple(args), dict(kwargs)
         n_pos = self._n_pos
+        if not kwargs and len(args) == n_pos == len(self._names):
+            return list(args), (), {}  # every parameter given positionally: nothing to bind
         extra: tuple[Any, ...] = ()
         if len(args) > n_pos:
             if self._varargs is None:
