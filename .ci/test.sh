@@ -32,7 +32,7 @@ step "python environment (.venv: all extras, numpy 1.26 for pyDVL 0.10)"
 .venv/bin/python -c 'import numpy, sys; print("python", sys.version.split()[0], "numpy", numpy.__version__)'
 
 step "ruff + mypy"
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks experiments
 .venv/bin/mypy
 
 step "pytest"

@@ -59,7 +59,10 @@ _COMPUTE: Final = object()  # _wait: compute and store without a lease
 _NOTHING: Final = object()
 _UNSTORED: Final = b"unstored"  # lease marker: the holder computed but will not store
 _STORED: Final = b"stored"  # lease marker: the holder stored the value (look again)
-_AUTO_FACTOR: Final = 4.0  # "auto" stores results that took > 4 lookups' time to compute
+# "auto" stores results that took longer than two lookups: a hit then saves at least one
+# lookup's worth. (4 left sub-millisecond utilities -- e.g. pyDVL's single-class subsets --
+# unstored whenever memcached's moving round-trip estimate spiked.)
+_AUTO_FACTOR: Final = 2.0
 _DETERMINISTIC: Final = "v"
 _MOMENTS: Final = "m"
 # Per-process state rebuilt by _setup(); everything else in __dict__ travels with a pickle.
@@ -227,6 +230,24 @@ class Memoized(Generic[P, R]):
         if entry[0] == _MOMENTS:
             return self.repeat is not None and self.repeat.done(Moments(*entry[1:4]))
         return entry[0] == _DETERMINISTIC and self.repeat is None
+
+    def moments(self, *args: P.args, **kwargs: P.kwargs) -> Moments | None:
+        """The stored running moments of this call (stochastic functions), or None.
+
+        Read-only like ``check_call_in_cache``: for inspecting how a mean and its standard
+        error settle (``m.n``, ``m.mean``, ``m.stderr``) without evaluating anything.
+        """
+        if self._off or self.repeat is None:
+            return None
+        key = self._keys(args, kwargs)
+        try:
+            data = self.backend.get(key)
+            entry = None if data is None else self.serde.loads(key, data)
+        except (BackendError, SerdeError):
+            return None
+        if type(entry) is tuple and entry and entry[0] == _MOMENTS:
+            return Moments(*entry[1:4])
+        return None
 
     def cache_info(self) -> CacheStats:
         return self.stats.copy()

@@ -178,7 +178,8 @@ def valuation_task(
     try:
         method = builders.make_method(params["method"], cached, seed=seed, progress=progress)
         algorithm = str(getattr(method, "algorithm_name", type(method).__name__))
-        if _looks_stochastic(model):
+        repeated = dict(getattr(ctx, "policy", None) or {}).get("option") == "stochastic"
+        if _looks_stochastic(model) and not repeated:
             log.warning(
                 "expcache: %s has random_state=None, so the utility is stochastic; a "
                 "deterministic cache policy keeps its first evaluation of each subset "
@@ -190,6 +191,10 @@ def valuation_task(
         with _parallel(_plain(params["parallel"])):
             method.fit(data.train)
         fit_seconds = time.perf_counter() - fit_started
+        # pyDVL binds a copy of the utility to the training data (with_dataset): the data
+        # part of the fingerprint is only known on that copy.
+        bound = getattr(method, "utility", None) or getattr(method, "_utility", None)
+        signature = getattr(bound, "signature", None) or cached.signature
         worker_total, workers, complete = cached.ledger.worker_stats()
         stats = cached.ledger.local_stats() + worker_total
     finally:
@@ -232,7 +237,7 @@ def valuation_task(
             **stats.as_dict(),
             "worker_processes": workers,
             "complete": complete,
-            "signature": cached.signature.hex() if cached.signature else None,
+            "signature": signature.hex() if isinstance(signature, bytes) else None,
         },
         "files": files,
     }
