@@ -1,4 +1,4 @@
-"""Shared fixtures: real memcached processes on free loopback ports, never 11211.
+"""Shared fixtures: real memcached processes on free loopback ports, never the default port.
 
 ``memcached_server`` is one server for the session (flushed before each test that asks for
 ``memcached``); ``memcached_factory`` starts private servers that a test may kill, pause
@@ -23,12 +23,15 @@ MEMCACHED = shutil.which("memcached") or (
     "/usr/bin/memcached" if Path("/usr/bin/memcached").exists() else None
 )
 
+# memcached's well-known port: only for asserting documented defaults, never connected to.
+DEFAULT_PORT = 11_211
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
-    if port == 11211:  # never the default port of a real server
+    if port == DEFAULT_PORT:  # never the default port of a real server
         return _free_port()
     return port
 

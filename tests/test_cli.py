@@ -21,6 +21,8 @@ import yaml
 from expcache.config.records import STATS_FILE, SUMMARY_FILE, write_json
 from expcache.stats import CacheStats
 
+from .conftest import DEFAULT_PORT
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "expcache"
 
@@ -80,7 +82,7 @@ def test_cfg_job_prints_a_fully_resolved_config(script: Path, tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     cfg = yaml.safe_load(proc.stdout)  # plain YAML: no live objects, no interpolations left
-    assert cfg["cache"]["servers"] == ["127.0.0.1:11211"]
+    assert cfg["cache"]["servers"] == [f"127.0.0.1:{DEFAULT_PORT}"]
     assert cfg["cache"]["signing_key"] is None
     assert cfg["policy"]["min_repetitions"] == 3
     assert "${" not in proc.stdout

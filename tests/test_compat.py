@@ -16,7 +16,7 @@ from expcache import CacheStats, ConfigError, MemcachedBackend, MemcachedClientC
 from expcache import memcached as seed_memcached
 
 from . import helpers_workers
-from .conftest import MemcachedServer
+from .conftest import DEFAULT_PORT, MemcachedServer
 
 
 def server_of(srv: MemcachedServer) -> tuple[str, int]:
@@ -37,7 +37,7 @@ class SeedCacheOptions:
 
 def test_client_config_defaults_match_the_seed() -> None:
     cfg = MemcachedClientConfig()
-    assert cfg.server == ("localhost", 11211)
+    assert cfg.server == ("localhost", DEFAULT_PORT)
     assert (cfg.connect_timeout, cfg.timeout, cfg.no_delay) == (1.0, 0.1, True)
     assert isinstance(cfg.serde, PickleSerde)
 

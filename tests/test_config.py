@@ -218,7 +218,7 @@ def test_typos_and_wrong_types_are_rejected_while_composing(
         (["policy.time_threshold=fast"], ["policy.time_threshold='fast'", "'auto'"]),
         (["policy.lease_ttl=0"], ["policy.lease_ttl", "> 0"]),
         (
-            ["cache=memcached", "cache.servers=[127.0.0.1:11211,localhost]"],
+            ["cache=memcached", "cache.servers=[127.0.0.1:23211,localhost]"],
             ["cache.servers[1]='localhost'", "host:port"],
         ),
         (["cache=memcached", "cache.servers=[127.0.0.1:99999]"], ["cache.servers[0]", "1..65535"]),
