@@ -215,17 +215,8 @@ class Memoized(Generic[P, R]):
 
         Read-only: it neither counts in ``stats`` nor informs the circuit breaker.
         """
-        key = self._keys(args, kwargs)
-        if self._off or not self.backend.breaker.allow():
-            return False
-        try:
-            data = self.backend.get(key)
-            if data is None:
-                return False
-            entry = self.serde.loads(key, data)
-        except (BackendError, SerdeError):
-            return False
-        if not isinstance(entry, tuple) or not entry:
+        entry = self._peek(args, kwargs)
+        if entry is None:
             return False
         if entry[0] == _MOMENTS:
             return self.repeat is not None and self.repeat.done(Moments(*entry[1:4]))
@@ -237,7 +228,16 @@ class Memoized(Generic[P, R]):
         Read-only like ``check_call_in_cache``: for inspecting how a mean and its standard
         error settle (``m.n``, ``m.mean``, ``m.stderr``) without evaluating anything.
         """
-        if self._off or self.repeat is None:
+        if self.repeat is None:
+            return None
+        entry = self._peek(args, kwargs)
+        if entry is not None and entry[0] == _MOMENTS:
+            return Moments(*entry[1:4])
+        return None
+
+    def _peek(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The decoded entry of a call, read-only: no stats, no breaker bookkeeping."""
+        if self._off or not self.backend.breaker.allow():
             return None
         key = self._keys(args, kwargs)
         try:
@@ -245,9 +245,7 @@ class Memoized(Generic[P, R]):
             entry = None if data is None else self.serde.loads(key, data)
         except (BackendError, SerdeError):
             return None
-        if type(entry) is tuple and entry and entry[0] == _MOMENTS:
-            return Moments(*entry[1:4])
-        return None
+        return entry if type(entry) is tuple and entry else None
 
     def cache_info(self) -> CacheStats:
         return self.stats.copy()
@@ -401,12 +399,15 @@ class Memoized(Generic[P, R]):
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 0.25)
 
+    def _threshold(self) -> float:
+        """Seconds a result must have taken to be stored (``auto``: relative to a lookup)."""
+        if self._auto:
+            return _AUTO_FACTOR * self._lookup_seconds
+        return float(cast(float, self.time_threshold))
+
     def _store(self, key: str, value: Any, elapsed: float) -> Any:
         """``True`` stored, ``False`` deliberately not stored, ``_FAIL`` the backend failed."""
-        threshold = self.time_threshold
-        if threshold == "auto":
-            threshold = _AUTO_FACTOR * self._lookup_seconds
-        if elapsed < threshold:
+        if elapsed < self._threshold():
             with self._lock:
                 self.stats.below_threshold += 1
             return False
@@ -648,9 +649,7 @@ class Memoized(Generic[P, R]):
                 todo.setdefault(key, call)
         computed = self._compute_many(todo, n_jobs)
         to_store: dict[str, bytes] = {}
-        threshold = self.time_threshold
-        if threshold == "auto":
-            threshold = _AUTO_FACTOR * self._lookup_seconds
+        threshold = self._threshold()
         below = 0
         for key, (value, elapsed) in computed.items():
             results[key] = (_DETERMINISTIC, value, elapsed)
