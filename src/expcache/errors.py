@@ -21,6 +21,8 @@ the function instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
     "BackendTimeout",
@@ -39,8 +41,87 @@ class ExpcacheError(Exception):
     """Root of every exception expcache raises on purpose."""
 
 
+_NO_VALUE: Any = object()
+
+
 class ConfigError(ExpcacheError, ValueError):
-    """A configuration value is wrong; the message names the key and what is accepted."""
+    """A configuration value is wrong: which parameter, the value given, what is accepted.
+
+    The parts are data (``param``, ``value``, ``expected``, ``hint``) so that a caller that
+    knows where the parameter sits (the Hydra app: ``cache.timeout``) relocates the error
+    with ``located("cache")`` instead of parsing its message. ``secret=True`` keeps the value
+    out of the message (signing keys). A bare ``ConfigError("text")`` is a free-form message
+    for errors that are about no single parameter.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        value: Any = _NO_VALUE,
+        expected: str | None = None,
+        hint: str | None = None,
+        secret: bool = False,
+    ) -> None:
+        self.param = param
+        self.value = value
+        self.expected = expected
+        self.hint = hint
+        self.secret = secret
+        self.detail = message
+        super().__init__(self._format())
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _NO_VALUE
+
+    def _format(self) -> str:
+        if self.param is None:
+            text = self.detail or self.expected or "invalid configuration"
+        else:
+            shown = ""
+            if self.has_value:
+                shown = "=<redacted>" if self.secret else f"={self.value!r}"
+            text = f"{self.param}{shown}: {self.expected or self.detail or 'invalid value'}"
+            if self.detail and self.expected:
+                text += f" ({self.detail})"
+        if self.hint:
+            text += f"; {self.hint}"
+        return text
+
+    def located(self, prefix: str) -> ConfigError:
+        """The same error with ``param`` under ``prefix`` (``timeout`` -> ``cache.timeout``)."""
+        if self.param is None:
+            return ConfigError(f"{prefix}: {self}")
+        return ConfigError(
+            self.detail,
+            param=f"{prefix}.{self.param}",
+            value=self.value,
+            expected=self.expected,
+            hint=self.hint,
+            secret=self.secret,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle through ``args``; keyword-only parts need their own reducer
+        # (Hydra's joblib launcher ships a failed job's exception back to the parent).
+        return (_rebuild_config_error, (self.detail, self.__getstate__()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {
+            "param": self.param,
+            "expected": self.expected,
+            "hint": self.hint,
+            "secret": self.secret,
+        }
+        if self.has_value:
+            state["value"] = "<redacted>" if self.secret else self.value
+        return state
+
+
+def _rebuild_config_error(message: str | None, state: dict[str, Any]) -> ConfigError:
+    return ConfigError(message, **state)
 
 
 class KeyEncodingError(ExpcacheError, TypeError):
