@@ -7,7 +7,7 @@ modules, functions and constants, so their derived identity (which hashes refere
 is the same in every process.
 
 The multi-process tests talk to their workers through a ``multiprocessing`` queue: workers
-post ``("lease", pid, won)`` when they try to take a stampede lease, ``("computing", pid)``
+post ``("lookup", pid, found)`` after their first lookup, ``("computing", pid)``
 when the function body starts, and ``("result", index, value, stats)`` at the end. The test
 blocks on that queue, never on a clock.
 """
@@ -73,15 +73,19 @@ def call_in_child(memo: Any, calls: list[tuple[Any, ...]], runs_path: str) -> di
 
 # -- instrumented backends -----------------------------------------------------------------------
 class _Observed:
-    """Posts every attempt at a stampede lease (an ``add`` of ``<key>:lease``) to a queue."""
+    """Posts every first lookup of an entry (a ``get``) and whether it found one: the miss
+    that sends a worker to take the stampede lease, whatever the lease is made of (a store
+    item on memcached, a file lock on disk)."""
 
     events: Any = None
+    posted = False
 
-    def add(self, key: str, value: bytes, expire: float = 0) -> bool:
-        won: bool = super().add(key, value, expire)  # type: ignore[misc]
-        if key.endswith(":lease") and self.events is not None:
-            self.events.put(("lease", os.getpid(), won))
-        return won
+    def get(self, key: str) -> bytes | None:
+        found: bytes | None = super().get(key)  # type: ignore[misc]
+        if self.events is not None and not self.posted and not key.endswith(":lease"):
+            self.posted = True  # the first lookup only: waiters poll with get on disk
+            self.events.put(("lookup", os.getpid(), found is not None))
+        return found
 
 
 class ObservedMemcached(_Observed, MemcachedBackend):

@@ -1,10 +1,19 @@
 """The pyDVL 0.7-style ``memcached`` decorator, accepted unchanged on expcache's core.
 
 Existing code writes ``memcached(**asdict(cache_options))(fun, signature=...)``; that keeps
-working. What changes underneath (see the README for the list): keys include closures, globals
-and data; the tolerance uses ``|mean|``; ``min_repetitions`` is exact; running moments are
-updated atomically; stores are acknowledged; large values are chunked; a dead server costs a
-counted fallback, not a crash; entries can be signed.
+working, with the original's meaning wherever that meaning was not a defect (README,
+"Migrating from pyDVL 0.7", lists every deliberate difference):
+
+- ``client_config`` may be this module's ``MemcachedClientConfig``, pyDVL's own, any
+  dataclass or object with the same fields, a mapping, or None; it is merged over the
+  defaults. A custom ``serde`` in it is the payload codec *inside* expcache's verified
+  envelope (integrity and signing still hold); pymemcache's pickle serde is the default.
+- ``ignore_args`` names are left out of the key when present; names the function never
+  receives are accepted (as the original did).
+- Arguments without a canonical encoding are keyed by their pickle, as the original did,
+  with one warning per argument (``pickle_args="warn"``; ``False`` makes them an error).
+- The wrapper's ``.client`` is a lazily connected pymemcache client for the configured
+  server, ``.config`` the effective client configuration, ``.stats`` its counters.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pymemcache.serde import PickleSerde
 
@@ -26,55 +35,89 @@ __all__ = ["PICKLE_VERSION", "MemcachedClientConfig", "memcached"]
 R = TypeVar("R")
 
 PICKLE_VERSION = 5  # the seed's fixed protocol: readable by every supported Python
+_FIELDS = ("server", "connect_timeout", "timeout", "no_delay", "serde")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemcachedClientConfig:
     """Client settings; ``asdict(config)`` is valid keyword arguments of a pymemcache client.
 
-    ``serde`` is kept for that compatibility: expcache itself always stores its own verified
-    envelope (bytes), whatever serde is configured here.
+    Frozen and hashable like the original. ``serde`` does not take part in equality or the
+    hash: pymemcache's ``PickleSerde`` has neither, and ``asdict()`` deep-copies it.
     """
 
     server: tuple[str, int] = ("localhost", 11211)
     connect_timeout: float = 1.0
     timeout: float = 0.1
     no_delay: bool = True
-    # compare=False: PickleSerde has no __eq__, and asdict() deep-copies it, so configs that
-    # went through asdict() would otherwise never compare equal to the original.
-    serde: PickleSerde = field(
+    serde: Any = field(
         default_factory=lambda: PickleSerde(pickle_version=PICKLE_VERSION), compare=False
     )
 
 
-def _client_config(client_config: MemcachedClientConfig | Mapping[str, Any] | None) -> MemcachedClientConfig:
-    if client_config is None:
-        return MemcachedClientConfig()
-    if isinstance(client_config, MemcachedClientConfig):
-        return dataclasses.replace(client_config)
+def _fields_of(client_config: Any) -> dict[str, Any]:
+    """The client fields of any config-like object: ours, pyDVL's, a dataclass, a mapping,
+    or an object with the attributes."""
     if isinstance(client_config, Mapping):
-        names = {f.name for f in dataclasses.fields(MemcachedClientConfig)}
-        unknown = sorted(set(client_config) - names)
+        unknown = sorted(set(client_config) - set(_FIELDS))
         if unknown:
             raise ConfigError(
-                f"client_config: unknown key(s) {unknown}; accepted: {sorted(names)}"
+                param="client_config",
+                value=dict(client_config),
+                expected=f"known keys only; unknown: {unknown}; accepted: {list(_FIELDS)}",
             )
-        values = dict(client_config)
-        if isinstance(values.get("server"), list):
-            values["server"] = tuple(values["server"])
-        return MemcachedClientConfig(**values)
-    raise ConfigError(
-        f"client_config={client_config!r}: expected a MemcachedClientConfig, a dict or None"
-    )
+        return dict(client_config)
+    if dataclasses.is_dataclass(client_config) and not isinstance(client_config, type):
+        names = {f.name for f in dataclasses.fields(client_config)}
+        return {n: getattr(client_config, n) for n in _FIELDS if n in names}
+    found = {n: getattr(client_config, n) for n in _FIELDS if hasattr(client_config, n)}
+    if not found:
+        raise ConfigError(
+            param="client_config",
+            value=client_config,
+            expected=f"None, a mapping or an object with some of the fields {list(_FIELDS)}",
+        )
+    return found
+
+
+def _client_config(client_config: Any) -> MemcachedClientConfig:
+    if client_config is None:
+        return MemcachedClientConfig()
+    values = _fields_of(client_config)
+    server = values.get("server")
+    if isinstance(server, list):
+        values["server"] = tuple(server)
+    if values.get("serde", ...) is None:
+        values.pop("serde")
+    return MemcachedClientConfig(**values)
+
+
+def _codec(serde: Any) -> Any:
+    """A user's serde as the payload codec; pymemcache's pickle serde means our default."""
+    if serde is None or type(serde) is PickleSerde:
+        return None
+    if not (callable(getattr(serde, "serialize", None)) and callable(
+        getattr(serde, "deserialize", None)
+    )):
+        raise ConfigError(
+            param="client_config.serde",
+            value=serde,
+            expected="a pymemcache serde (serialize(key, value) and deserialize(key, data, "
+            "flags))",
+        )
+    return serde
 
 
 def memcached(
-    client_config: MemcachedClientConfig | Mapping[str, Any] | None = None,
+    client_config: Any = None,
     time_threshold: float = 0.3,
     allow_repeated_evaluations: bool = False,
     rtol_stderr: float = 0.1,
     min_repetitions: int = 3,
-    ignore_args: Iterable[str] | None = None,
+    ignore_args: Iterable[str] | str | None = None,
+    *,
+    pickle_args: bool | Literal["warn"] = "warn",
+    **options: Any,
 ) -> Callable[..., Memoized[..., Any]]:
     """Seed-compatible decorator factory: ``memcached(...)(fun, signature=None)``.
 
@@ -82,21 +125,24 @@ def memcached(
     client configuration in ``.config``. With ``allow_repeated_evaluations`` each call folds a
     new evaluation into the running mean until ``min_repetitions`` values are in and the
     standard error is at most ``rtol_stderr * |mean|``; the current mean is returned.
+    ``options`` are further ``Memoized`` options (``namespace``, ``signing_key``, ...).
     """
     config = _client_config(client_config)
+    codec = _codec(config.serde)
     policy = (
         RepetitionPolicy(min_repetitions=min_repetitions, rtol_stderr=rtol_stderr)
         if allow_repeated_evaluations
         else None
     )
+    backend_options = {
+        "connect_timeout": config.connect_timeout,
+        "timeout": config.timeout,
+        "no_delay": config.no_delay,
+    }
+    MemcachedBackend([config.server], **backend_options)  # validate at decoration time
 
     def wrapper(fun: Callable[..., R], signature: bytes | None = None) -> Memoized[..., R]:
-        backend = MemcachedBackend(
-            [config.server],
-            connect_timeout=config.connect_timeout,
-            timeout=config.timeout,
-            no_delay=config.no_delay,
-        )
+        backend = MemcachedBackend([config.server], **backend_options)
         name = getattr(fun, "__name__", type(fun).__name__)
         wrapped: Memoized[..., R] = Memoized(
             fun,
@@ -106,6 +152,9 @@ def memcached(
             ignore_args=ignore_args or (),
             signature=signature,
             name=f"memcached_{name}",
+            pickle_args=pickle_args,
+            codec=codec,
+            **options,
         )
         wrapped.__doc__ = (
             f"A wrapper around {name}() with remote caching enabled.\n"
@@ -115,4 +164,3 @@ def memcached(
         return wrapped
 
     return wrapper
-

@@ -1,48 +1,348 @@
-"""Keeping stampede leases alive while their holders compute.
+"""Stampede leases on a shared store: one computation per cold key across workers.
 
-A worker that wins ``<key>:lease`` holds it for ``lease_ttl`` seconds; a computation may take
-longer, so one daemon thread per process ``touch``es every held lease a third of its TTL after
-it was taken or last renewed. A holder that dies stops being renewed, its lease expires and a
-waiter takes over (see ``memoize``). The thread sleeps until the earliest renewal is due and
-is woken only when a new lease falls due before that, so a burst of short misses costs no
-renewal round trips at all.
+On a miss, a worker ``add``s ``<key>:lease`` (atomic: only one worker succeeds) and computes;
+the others wait for the value, polling the value and the lease together with backoff. The
+protocol is one object per miss (``StoreLease``) with one exit for every path: the holder
+``done(stored)`` after storing (or deciding not to), and ``release()`` runs on *every* exit,
+``BaseException`` included (``with lease:``), so no exception, interrupt or failed store can
+leave a lease behind to make others wait.
+
+A lease value is parseable and self-describing::
+
+    b"XL2" | state (H holding, S stored, U unstored) | token (8) | deadline (f64, wall clock)
+           | [HMAC-SHA256 over key + the above, first 16 bytes, when signing is on]
+
+A waiter treats a lease it cannot parse (garbage, another program's item, wrong HMAC) or
+whose deadline has passed (plus a grace of one TTL for clock skew between hosts) as expired
+and takes it over with ``gets``/``cas``: a foreign item without expiry can no longer make
+every cold call wait ``lease_max_wait``. The holder keeps its lease alive through the
+process-wide renewer thread, which rewrites the deadline (``gets``/``cas``, so a lease taken
+over meanwhile is not clobbered) a third of a TTL after each renewal. A holder that dies or
+is stopped renews nothing: its lease expires after ``lease_ttl``.
+
+``S`` (stored) is left behind rather than deleting the lease so that a worker whose lookup
+missed just before the store finds the lease taken and then the value, instead of winning a
+fresh lease and computing a second time; ``U`` (the holder will not store: too fast, too
+large) sends the waiters to compute at once instead of queueing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import hmac
 import math
 import os
+import random
+import struct
 import threading
 import time
+from collections.abc import Callable
+from typing import Final, Protocol
 
-from .backends.base import Backend
+from .entries import ValueEntry
 from .errors import BackendError
+from .guard import Guard, Outcome
 
-__all__ = ["LeaseRenewer", "renewer"]
+__all__ = ["Claim", "Lease", "LeaseRenewer", "NoLease", "StoreLease", "renewer"]
+
+_MAGIC: Final = b"XL2"
+HOLDING: Final = b"H"
+STORED: Final = b"S"
+UNSTORED: Final = b"U"
+_BODY: Final = struct.Struct("<3sc8sd")
+_MAC: Final = 16
+
+
+class _Abandoned:
+    """Leases this process gave up but could not remove (the backend failed meanwhile).
+
+    Another process waits for such a lease at most ``lease_ttl`` (it is no longer renewed);
+    a later call of this process recognises its own token and takes the lease over at once,
+    instead of waiting for itself.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.tokens: dict[str, bytes] = {}
+        self.limit = limit
+        self.lock = threading.Lock()
+
+    def add(self, lease_key: str, token: bytes) -> None:
+        with self.lock:
+            self.tokens[lease_key] = token
+            while len(self.tokens) > self.limit:
+                self.tokens.pop(next(iter(self.tokens)))
+
+    def discard(self, lease_key: str) -> None:
+        if self.tokens:
+            with self.lock:
+                self.tokens.pop(lease_key, None)
+
+    def __contains__(self, item: tuple[str, bytes]) -> bool:
+        return self.tokens.get(item[0]) == item[1]
+
+
+abandoned = _Abandoned()
+
+
+class Claim(enum.Enum):
+    """What a miss may do about computing its key."""
+
+    OWNED = "owned"  # this call computes and stores
+    WAIT = "wait"  # another worker computes: wait for its value
+    NONE = "none"  # no lease (off, refused, gave up waiting): compute; store if possible
+    FAILED = "failed"  # the backend failed: compute and leave the backend alone this call
+
+
+class Lease(Protocol):
+    """One miss's claim on a key (see the module docstring)."""
+
+    def acquire(self) -> Claim: ...
+
+    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim: ...
+
+    def done(self, stored: bool) -> None: ...
+
+    def release(self) -> None: ...
+
+    def __enter__(self) -> Lease: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class NoLease:
+    """The lease of a call that needs none: every method is a no-op."""
+
+    __slots__ = ()
+
+    def acquire(self) -> Claim:
+        return Claim.NONE
+
+    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim:
+        return Claim.NONE
+
+    def done(self, stored: bool) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> NoLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+NO_LEASE: Final = NoLease()
+
+
+class StoreLease:
+    """A lease held as an item of the store itself (memcached, or any backend with ``add``,
+    ``gets`` and ``cas``)."""
+
+    __slots__ = ("_held", "guard", "key", "lease_key", "max_wait", "signing_key", "token", "ttl")
+
+    def __init__(
+        self, guard: Guard, key: str, *, ttl: float, max_wait: float, signing_key: bytes | None
+    ) -> None:
+        self.guard = guard
+        self.key = key
+        self.lease_key = f"{key}:lease"
+        self.ttl = ttl
+        self.max_wait = max_wait
+        self.signing_key = signing_key
+        self.token = os.urandom(8)
+        self._held = 0  # renewer handle while this call holds the lease
+
+    # -- the lease value -------------------------------------------------------------------
+    def value(self, state: bytes) -> bytes:
+        body = _BODY.pack(_MAGIC, state, self.token, time.time() + self.ttl)
+        if self.signing_key is None:
+            return body
+        return body + self._mac(body)
+
+    def _mac(self, body: bytes) -> bytes:
+        assert self.signing_key is not None
+        message = self.lease_key.encode() + body
+        return hmac.new(self.signing_key, message, "sha256").digest()[:_MAC]
+
+    def parse(self, data: bytes) -> tuple[bytes, bytes, float] | None:
+        """(state, token, deadline) of a lease value, or None if it is not one of ours."""
+        size = _BODY.size + (0 if self.signing_key is None else _MAC)
+        if len(data) != size:
+            return None
+        body = bytes(data[: _BODY.size])
+        if self.signing_key is not None and not hmac.compare_digest(
+            bytes(data[_BODY.size :]), self._mac(body)
+        ):
+            return None
+        magic, state, token, deadline = _BODY.unpack(body)
+        if magic != _MAGIC or state not in (HOLDING, STORED, UNSTORED) or not math.isfinite(
+            deadline
+        ):
+            return None
+        return state, token, deadline
+
+    def _expired(self, data: bytes) -> bool:
+        parsed = self.parse(data)
+        if parsed is None:
+            return True
+        state, token, deadline = parsed
+        return state == HOLDING and (
+            time.time() > deadline + self.ttl or (self.lease_key, token) in abandoned
+        )
+
+    # -- protocol ----------------------------------------------------------------------------
+    def acquire(self) -> Claim:
+        got = self.guard.run(
+            self.guard.backend.add, self.lease_key, self.value(HOLDING), self.ttl, write=True
+        )
+        if got is True:
+            self._hold()
+            return Claim.OWNED
+        if got is False:
+            return Claim.WAIT
+        return Claim.FAILED if got is Outcome.FAILED else Claim.NONE
+
+    def _hold(self) -> None:
+        abandoned.discard(self.lease_key)
+        self._held = renewer.hold(self)
+
+    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim:
+        guard = self.guard
+        backend = guard.backend
+        give_up = time.monotonic() + self.max_wait
+        delay = 0.002
+        waited = False
+        seen: bytes | None = None
+        while True:
+            found = guard.run(backend.get_many, [self.lease_key, self.key])
+            if type(found) is Outcome:
+                return Claim.FAILED
+            data = found.get(self.key)
+            if data is not None and data != seen:  # decode (and count) a bad entry once
+                seen = data
+                entry = decode(data)
+                if entry is not None:
+                    return entry
+            lease = found.get(self.lease_key)
+            if lease is None:  # released without a value, or expired: take it over
+                claim = self.acquire()
+                if claim is not Claim.WAIT:
+                    return claim
+                continue  # another waiter won the race; look again
+            if self._expired(lease):
+                claim = self._take_over()
+                if claim is not Claim.WAIT:
+                    return claim
+            elif lease[3:4] in (STORED, UNSTORED):  # no value is coming (or it is gone)
+                return Claim.NONE
+            if time.monotonic() >= give_up:
+                return Claim.NONE
+            if not waited:
+                waited = True
+                guard.rec.add(lease_waits=1)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, 0.25, max(self.ttl / 10, 0.002))
+
+    def _take_over(self) -> Claim:
+        """Replace an expired or unparseable lease with ours, unless someone else did."""
+        guard = self.guard
+        got = guard.run(guard.backend.gets, self.lease_key)
+        if type(got) is Outcome:
+            return Claim.FAILED
+        data, cas_token = got
+        if data is None:
+            return self.acquire()
+        if not self._expired(data):
+            return Claim.WAIT  # a live holder just took it
+        ok = guard.run(
+            guard.backend.cas, self.lease_key, self.value(HOLDING), cas_token, self.ttl,
+            write=True,
+        )
+        if ok is True:
+            self._hold()
+            return Claim.OWNED
+        if ok is False or ok is None:
+            return Claim.WAIT
+        return Claim.FAILED if ok is Outcome.FAILED else Claim.NONE
+
+    def renew(self) -> bool:
+        """From the renewer thread: push the deadline out; False once the lease is not ours."""
+        backend = self.guard.backend
+        data, cas_token = backend.gets(self.lease_key)
+        parsed = None if data is None else self.parse(data)
+        if parsed is None or parsed[1] != self.token or parsed[0] != HOLDING:
+            return False
+        return bool(backend.cas(self.lease_key, self.value(HOLDING), cas_token, self.ttl))
+
+    def done(self, stored: bool) -> None:
+        """The holder stored its value (or decided not to): tell the waiters."""
+        if not self._held:
+            return
+        self._unhold()
+        got = self.guard.run(
+            self.guard.backend.set,
+            self.lease_key,
+            self.value(STORED if stored else UNSTORED),
+            self.ttl,
+            write=True,
+        )
+        if type(got) is Outcome:
+            abandoned.add(self.lease_key, self.token)
+
+    def release(self) -> None:
+        """Give the lease up without a value (failure, interrupt): one waiter takes over."""
+        if not self._held:
+            return
+        self._unhold()
+        got = self.guard.run(self.guard.backend.delete, self.lease_key, write=True)
+        if type(got) is Outcome:
+            abandoned.add(self.lease_key, self.token)
+
+    def _unhold(self) -> None:
+        handle, self._held = self._held, 0
+        renewer.release(handle)
+
+    def __enter__(self) -> StoreLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Renewable(Protocol):
+    ttl: float
+
+    def renew(self) -> bool: ...
 
 
 class LeaseRenewer:
     """Renews held leases from one idle-most-of-the-time daemon thread.
 
-    The thread stays once started: connections are per thread, so a thread per burst of
-    misses would reconnect to every backend each time.
+    Each lease is renewed a third of its TTL after it was taken or last renewed; the thread
+    sleeps until the earliest renewal is due and is woken only when a new lease falls due
+    before that, so a burst of short misses costs no renewal round trips at all. The thread
+    stays once started: connections are per thread, so a thread per burst would reconnect
+    to every backend each time.
     """
 
     def __init__(self) -> None:
-        self._leases: dict[int, tuple[Backend, str, float, float]] = {}  # ..., ttl, due
+        self._leases: dict[int, tuple[_Renewable, float]] = {}  # handle -> (lease, due)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._next = 0
         self._wake_at = math.inf
-        self.renewals = 0  # touches sent (for tests and benchmarks)
+        self.renewals = 0  # renewals sent (for tests and benchmarks)
+        self._renewed = threading.Condition()
 
-    def hold(self, backend: Backend, key: str, ttl: float) -> int:
-        due = time.monotonic() + ttl / 3
+    def hold(self, lease: _Renewable) -> int:
+        due = time.monotonic() + lease.ttl / 3
         with self._lock:
             self._next += 1
-            self._leases[self._next] = (backend, key, ttl, due)
+            self._leases[self._next] = (lease, due)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="expcache-lease-renewer", daemon=True
@@ -56,33 +356,53 @@ class LeaseRenewer:
         with self._lock:
             self._leases.pop(handle, None)
 
+    def wait_renewals(self, n: int, timeout: float) -> bool:
+        """Block until at least ``n`` renewals were sent in all (tests: no clock polling)."""
+        with self._renewed:
+            return self._renewed.wait_for(lambda: self.renewals >= n, timeout)
+
+    @property
+    def held(self) -> int:
+        """How many leases are registered (0 once every holder has finished)."""
+        return len(self._leases)
+
     def _run(self) -> None:
         while True:
             with self._lock:
                 now = time.monotonic()
-                due = [(h, lease) for h, lease in self._leases.items() if lease[3] <= now]
-                for handle, (backend, key, ttl, _) in due:
-                    self._leases[handle] = (backend, key, ttl, now + ttl / 3)
+                due = [(h, lease) for h, (lease, at) in self._leases.items() if at <= now]
+                for handle, lease in due:
+                    self._leases[handle] = (lease, now + lease.ttl / 3)
                 if not due:
-                    self._wake_at = min((lease[3] for lease in self._leases.values()),
-                                        default=math.inf)
+                    self._wake_at = min((at for _, at in self._leases.values()), default=math.inf)
                     self._wake.wait(None if self._wake_at == math.inf else self._wake_at - now)
                     self._wake_at = math.inf
                     continue
-            for _, (backend, key, ttl, _) in due:
+            for handle, lease in due:
                 # On failure the computation goes on; at worst another worker duplicates it.
+                kept = True
                 with contextlib.suppress(BackendError):
-                    backend.touch(key, ttl)
-                self.renewals += 1
+                    kept = lease.renew()
+                with self._renewed:
+                    self.renewals += 1
+                    self._renewed.notify_all()
+                if not kept:  # taken over after we stalled: stop pushing its deadline
+                    self.release(handle)
 
 
 renewer = LeaseRenewer()
 
 
 def _new_renewer_after_fork() -> None:
-    global renewer  # a forked child must not inherit a held lock or the parent's leases
+    global renewer, abandoned  # a forked child must not inherit held locks or leases
     renewer = LeaseRenewer()
+    abandoned = _Abandoned()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_renewer_after_fork)
+
+
+def renewals() -> int:
+    """Renewals sent by this process's renewer (tests and benchmarks)."""
+    return renewer.renewals

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from . import _validate as _v
 
-__all__ = ["Moments", "RepetitionPolicy"]
+__all__ = ["Moments", "RepetitionPolicy", "is_finite"]
 
 
 @dataclass(frozen=True)
@@ -87,23 +87,16 @@ class RepetitionPolicy:
     max_repetitions: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_repetitions, bool) or not isinstance(self.min_repetitions, int) or self.min_repetitions < 1:
-            raise ConfigError(
-                f"min_repetitions={self.min_repetitions!r}: must be an integer >= 1"
-            )
-        for name in ("rtol_stderr", "atol_stderr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"{name}={value!r}: must be a number >= 0")
-        if self.max_repetitions is not None and (
-            isinstance(self.max_repetitions, bool)
-            or not isinstance(self.max_repetitions, int)
-            or self.max_repetitions < self.min_repetitions
-        ):
-            raise ConfigError(
-                f"max_repetitions={self.max_repetitions!r}: must be null (no cap) or an "
-                f"integer >= min_repetitions ({self.min_repetitions})"
-            )
+        _v.integer("min_repetitions", self.min_repetitions, ge=1)
+        _v.number("rtol_stderr", self.rtol_stderr, ge=0)
+        _v.number("atol_stderr", self.atol_stderr, ge=0)
+        _v.integer(
+            "max_repetitions",
+            self.max_repetitions,
+            ge=self.min_repetitions,
+            allow_none=True,
+            hint=f"null means no cap; a cap must be >= min_repetitions ({self.min_repetitions})",
+        )
 
     def done(self, m: Moments) -> bool:
         """Whether ``m`` has converged, so the mean is returned without evaluating."""
@@ -121,6 +114,20 @@ class RepetitionPolicy:
             return stderr <= max(self.rtol_stderr * abs(m.mean), self.atol_stderr)
         tol = np.maximum(self.rtol_stderr * np.abs(m.mean), self.atol_stderr)
         return bool(np.all(m.stderr <= tol))
+
+
+def is_finite(value: Any) -> bool:
+    """Whether a numeric sample (a number or an array) has no NaN or infinite element.
+
+    One NaN folded into ``(n, mean, M2)`` makes the mean NaN for ever and the stopping rule
+    never holds again, so such samples are returned but never recorded.
+    """
+    if type(value) is float:
+        return math.isfinite(value)
+    x = _as_number(value)
+    if isinstance(x, np.ndarray):
+        return bool(np.isfinite(x).all())
+    return math.isfinite(x)
 
 
 def _as_number(value: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import xxhash
 
+from .entries import MomentsEntry, ValueEntry
 from .errors import ConfigError, SerdeError, SignatureError
 
 __all__ = ["ENV_SIGNING_KEY", "FORMAT_VERSION", "Serde", "signing_key_from_env"]
@@ -101,6 +102,12 @@ class Serde:
         return MAGIC + bytes((FORMAT_VERSION, flags)) + _key_digest(key) + body
 
     def loads(self, key: str, data: bytes) -> Any:
+        entry = self._loads(key, data)
+        if type(entry) is not ValueEntry and type(entry) is not MomentsEntry:
+            raise SerdeError(f"entry under {key!r} has an unknown layout")
+        return entry
+
+    def _loads(self, key: str, data: bytes) -> Any:
         if (  # the hit path: unsigned and uncompressed, header checked, then unpickled
             self.signing_key is None
             and type(data) is bytes

@@ -9,10 +9,11 @@ pickle, add up across workers and serialise to JSON without help.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["CacheStats"]
+__all__ = ["CacheStats", "Recorder"]
 
 
 @dataclass
@@ -32,6 +33,10 @@ class CacheStats:
     corrupt: entries rejected when read (undecodable, foreign key, bad signature).
     below_threshold: results not stored because they were computed faster than the threshold.
     conflicts: atomic updates given up after the bounded number of retries.
+    failed: calls whose function raised (the exception reached the caller unchanged; nothing
+        was stored).
+    nonfinite: samples of a stochastic function that were NaN or infinite: returned to the
+        caller but not folded into the running moments, which they would poison for ever.
     lease_waits: calls that waited (slept at least once) for another worker computing the
         same key; they end as a hit, or as a miss if they took over an expired lease.
     compute_seconds: time spent running the function in this process.
@@ -51,18 +56,20 @@ class CacheStats:
     below_threshold: int = 0
     conflicts: int = 0
     lease_waits: int = 0
+    failed: int = 0
+    nonfinite: int = 0
     compute_seconds: float = 0.0
     saved_seconds: float = 0.0
 
     @property
     def calls(self) -> int:
-        """Every call is exactly one of a hit, a miss or a repeat."""
-        return self.hits + self.misses + self.repeats
+        """Every call is exactly one of a hit, a miss, a repeat or a failure."""
+        return self.hits + self.misses + self.repeats + self.failed
 
     @property
     def evaluations(self) -> int:
-        """How often the function actually ran."""
-        return self.misses + self.repeats
+        """How often the function actually ran (a failed run included)."""
+        return self.misses + self.repeats + self.failed
 
     def __add__(self, other: CacheStats) -> CacheStats:
         if not isinstance(other, CacheStats):
@@ -96,3 +103,38 @@ class CacheStats:
     def from_dict(cls, data: dict[str, Any]) -> CacheStats:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Recorder:
+    """The one place a memoized function's counters change: one lock, exact under threads.
+
+    The call paths report what happened (``add(misses=1, compute_seconds=t)``); the hit path
+    has its own two-field method because it is the call made most often. ``stats`` is the live
+    object that ``Memoized.stats`` exposes (reset in place by ``cache_clear``).
+    """
+
+    __slots__ = ("lock", "stats")
+
+    def __init__(self, stats: CacheStats | None = None) -> None:
+        self.stats = stats if stats is not None else CacheStats()
+        self.lock = threading.Lock()
+
+    def hit(self, saved_seconds: float) -> None:
+        stats = self.stats
+        with self.lock:
+            stats.hits += 1
+            stats.saved_seconds += saved_seconds
+
+    def add(self, **deltas: float) -> None:
+        stats = self.stats
+        with self.lock:
+            for name, delta in deltas.items():
+                setattr(stats, name, getattr(stats, name) + delta)
+
+    def snapshot(self) -> CacheStats:
+        with self.lock:
+            return self.stats.copy()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.stats.reset()

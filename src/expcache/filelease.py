@@ -1,0 +1,195 @@
+"""Stampede leases for stores of one machine: a byte-range file lock, no store round trip.
+
+The disk backend is shared by the processes of one host only, so the lease does not need to
+live in the store: taking it as an item (``add``), marking it and deleting it cost three
+SQLite commits per miss where the value itself needs one. Instead a miss locks one byte of a
+lock file beside the cache (``fcntl.lockf`` at an offset derived from the key, so distinct
+keys never contend), computes, stores, and unlocks:
+
+- the kernel drops the lock the instant its holder dies (SIGKILL included), so a waiter
+  takes over at once rather than after a TTL;
+- POSIX record locks belong to the *process*, so threads of one process are kept apart by an
+  in-process table of held offsets (each with an ``Event`` the waiting threads sleep on);
+- the lock file is opened once per process and never closed while locks are held (closing any
+  descriptor of a file drops all of the process's locks on it); a forked child starts with an
+  empty table (it inherits no locks).
+
+A waiter polls the value with backoff and tries the lock; once it gets the lock it looks
+once more (the holder stores before it unlocks) and either hits or computes itself. A stopped
+(SIGSTOP) holder keeps its lock: waiters give up after ``lease_max_wait`` and compute.
+
+``LocalLease`` is the same without the file, for process-local backends (memory): threads
+of one process computing the same key wait for the first.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import xxhash
+
+from .entries import ValueEntry
+from .guard import Guard, Outcome
+from .lease import Claim
+
+__all__ = ["FileLease", "LocalLease", "lock_file_name"]
+
+lock_file_name: Final = "expcache-leases.lock"
+_OFFSET_MASK: Final = (1 << 62) - 1  # well inside off_t; 62 bits: no two keys share a byte
+
+
+class _Table:
+    """This process's held offsets of one lock file (or of no file: ``path is None``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.held: dict[int, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def _descriptor(self) -> int:
+        if self.fd is None:
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self.fd
+
+    def try_lock(self, offset: int) -> bool | None:
+        """True: taken; False: held by another thread or process; None: cannot lock here."""
+        with self.lock:
+            if offset in self.held:
+                return False
+            if self.path is not None:
+                try:
+                    fcntl.lockf(self._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.EACCES):
+                        return False
+                    return None  # unwritable directory, no locks on this filesystem, ...
+            self.held[offset] = threading.Event()
+            return True
+
+    def unlock(self, offset: int) -> None:
+        with self.lock:
+            event = self.held.pop(offset, None)
+            if self.path is not None and self.fd is not None:
+                try:
+                    fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
+                except OSError:
+                    pass  # the descriptor is gone: so is the lock
+        if event is not None:
+            event.set()
+
+    def event(self, offset: int) -> threading.Event | None:
+        return self.held.get(offset)
+
+
+_TABLES: dict[Path | None, _Table] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def _table(path: Path | None) -> _Table:
+    table = _TABLES.get(path)
+    if table is None:
+        with _TABLES_LOCK:
+            table = _TABLES.setdefault(path, _Table(path))
+    return table
+
+
+def _forget_after_fork() -> None:
+    # The child holds none of the parent's record locks; its descriptors are the parent's
+    # open file descriptions, so they are dropped without closing (a close would be harmless
+    # for the parent, but the child must not unlock offsets it never locked).
+    _TABLES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class FileLease:
+    """A lease on one key: a byte of ``directory/expcache-leases.lock`` (see the docstring)."""
+
+    __slots__ = ("_owned", "guard", "key", "max_wait", "offset", "table")
+
+    def __init__(
+        self, guard: Guard, key: str, *, directory: Path | None, max_wait: float
+    ) -> None:
+        self.guard = guard
+        self.key = key
+        self.max_wait = max_wait
+        self.table = _table(None if directory is None else directory / lock_file_name)
+        self.offset = xxhash.xxh3_64_intdigest(key.encode()) & _OFFSET_MASK
+        self._owned = False
+
+    def acquire(self) -> Claim:
+        got = self.table.try_lock(self.offset)
+        if got:
+            self._owned = True
+            return Claim.OWNED
+        return Claim.WAIT if got is False else Claim.NONE
+
+    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim:
+        guard = self.guard
+        give_up = time.monotonic() + self.max_wait
+        delay = 0.001
+        waited = False
+        seen: bytes | None = None
+        while True:
+            data = guard.run(guard.backend.get, self.key)
+            if type(data) is Outcome:
+                return Claim.FAILED
+            if data is not None and data != seen:
+                seen = data
+                entry = decode(data)
+                if entry is not None:
+                    return entry
+            claim = self.acquire()
+            if claim is Claim.OWNED:
+                # The holder stores before it unlocks: look once more before computing.
+                data = guard.run(guard.backend.get, self.key)
+                if type(data) is not Outcome and data is not None and data != seen:
+                    entry = decode(data)
+                    if entry is not None:
+                        self.release()
+                        return entry
+                return claim
+            if claim is Claim.NONE or time.monotonic() >= give_up:
+                return Claim.NONE
+            if not waited:
+                waited = True
+                guard.rec.add(lease_waits=1)
+            pause = delay * (0.5 + random.random())
+            event = self.table.event(self.offset)
+            if event is not None:  # a thread of this process holds it: wake when it is done
+                event.wait(pause)
+            else:
+                time.sleep(pause)
+            delay = min(delay * 1.5, 0.1)
+
+    def done(self, stored: bool) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._owned:
+            self._owned = False
+            self.table.unlock(self.offset)
+
+    def __enter__(self) -> FileLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def LocalLease(guard: Guard, key: str, *, max_wait: float) -> FileLease:  # noqa: N802
+    """A lease between the threads of this process only (process-local backends)."""
+    return FileLease(guard, key, directory=None, max_wait=max_wait)
