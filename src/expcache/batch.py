@@ -80,7 +80,7 @@ def run_batch(
     threshold = core.threshold()
     below = 0
     for key, (value, elapsed) in computed.items():
-        meta = core.meta(elapsed)
+        meta = core.call_meta(elapsed, *todo[key])
         results[key] = ValueEntry(value, meta)
         if elapsed < threshold:
             below += 1

@@ -30,7 +30,8 @@ from .entries import Meta, MomentsEntry, ValueEntry
 from .errors import BackendError, SerdeError
 from .filelease import FileLease, LocalLease
 from .guard import FAILED, REFUSED, Guard, Outcome
-from .keys import KeyMaker
+from .explain import note_identity
+from .keys import KeyMaker, pack_argument_digests
 from .lease import NO_LEASE, Claim, Lease, StoreLease
 from .options import Options
 from .policy import Moments, RepetitionPolicy, is_finite
@@ -93,6 +94,7 @@ class Core:
         self.expire = options.expire
         self.policy: RepetitionPolicy | None = options.repeat
         self.new_lease = self._lease_factory()
+        self.manifest_noted = False  # explain: this process recorded its identity
         # bound once: the hit path's attribute lookups
         self._get = backend.get
         self._loads = self.serde.loads
@@ -133,10 +135,23 @@ class Core:
         self.rec.add(misses=1, compute_seconds=elapsed)
         return value
 
-    def meta(self, seconds: float) -> Meta:
+    def meta(self, seconds: float, args: bytes = b"") -> Meta:
         return Meta(
-            function=self.label, created=time.time(), seconds=seconds, identity=self.keys.identity
+            function=self.label,
+            created=time.time(),
+            seconds=seconds,
+            identity=self.keys.identity,
+            args=args,
         )
+
+    def call_meta(self, seconds: float, args: Args, kwargs: Kwargs) -> Meta:
+        """Metadata of a stored call, with per-argument digests for ``explain`` (a miss
+        pays for them: encoding the arguments once more, a few microseconds)."""
+        try:
+            packed = pack_argument_digests(self.keys.argument_digests(args, kwargs))
+        except Exception:  # diagnostics only: never fail a store over them
+            packed = b""
+        return self.meta(seconds, packed)
 
     def decode(self, key: str, data: bytes) -> ValueEntry | MomentsEntry | None:
         """The verified entry, or None (counted in ``corrupt``, logged once)."""
@@ -168,13 +183,15 @@ class Core:
         else:
             self.lookup_seconds = 0.9 * self.lookup_seconds + 0.1 * seconds
 
-    def store(self, key: str, value: Any, elapsed: float) -> bool | Outcome:
+    def store(
+        self, key: str, value: Any, elapsed: float, args: Args, kwargs: Kwargs
+    ) -> bool | Outcome:
         """True stored; False deliberately not (too fast, unpicklable, refused); FAILED."""
         if elapsed < self.threshold():
             self.rec.add(below_threshold=1)
             return False
         try:
-            data = self.serde.dumps(key, ValueEntry(value, self.meta(elapsed)))
+            data = self.serde.dumps(key, ValueEntry(value, self.call_meta(elapsed, args, kwargs)))
         except Exception as exc:  # an unpicklable result is returned, just not stored
             self.guard.unstorable(exc)
             return False
@@ -184,6 +201,8 @@ class Core:
         if got is REFUSED:
             return False
         self.rec.add(sets=1)
+        if not self.manifest_noted:
+            note_identity(self)
         return True
 
     # -- deterministic -------------------------------------------------------------------------
@@ -227,7 +246,7 @@ class Core:
             self.rec.add(misses=1, compute_seconds=elapsed)
             if claim is Claim.FAILED:  # the backend failed this call: leave it alone
                 return value
-            stored = self.store(key, value, elapsed)
+            stored = self.store(key, value, elapsed, args, kwargs)
             if stored is not FAILED:
                 lease.done(stored is True)
         return value
@@ -265,7 +284,9 @@ class Core:
                     return self._nonfinite(key, value)
             new = Moments.of(value) if moments is None else moments.add(value)
             try:
-                payload = self.serde.dumps(key, MomentsEntry(new, self.meta(elapsed)))
+                payload = self.serde.dumps(
+                    key, MomentsEntry(new, self.call_meta(elapsed, args, kwargs))
+                )
             except Exception as exc:
                 guard.unstorable(exc)
                 return new.mean
@@ -277,6 +298,8 @@ class Core:
                 return new.mean
             if ok:
                 self.rec.add(sets=1)
+                if not self.manifest_noted:
+                    note_identity(self)
                 return new.mean
             # Another worker changed the entry since our read: fold into its state instead.
             time.sleep(random.random() * 0.0005 * min(attempt + 1, 20))

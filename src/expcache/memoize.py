@@ -28,6 +28,7 @@ from .batch import run_batch
 from .calls import Core
 from .entries import MomentsEntry, ValueEntry
 from .errors import BackendError, ConfigError, SerdeError
+from .explain import Explanation, explain_call
 from .guard import Outcome
 from .options import Options
 from .policy import Moments, RepetitionPolicy
@@ -254,6 +255,13 @@ class Memoized(Generic[P, R]):
         entry = self._peek(args, kwargs)
         return entry.moments if type(entry) is MomentsEntry else None
 
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+        """Why this call would miss (or that it would hit): the nearest stored identity of
+        this function compared part by part, or the nearest stored call argument by
+        argument. Read-only; may scan this function's entries (a diagnostic, not a hot path).
+        """
+        return explain_call(self._core, args, kwargs)
+
     def _peek(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         """The decoded entry of a call, read-only: no stats, no breaker bookkeeping."""
         core = self._core
@@ -368,6 +376,9 @@ class BoundMemoized:
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         self.__func__.invalidate(self.__self__, *args, **kwargs)
+
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        return self.__func__.explain(self.__self__, *args, **kwargs)
 
     def precache(self, value: Any, *args: Any, **kwargs: Any) -> None:
         self.__func__.precache(value, self.__self__, *args, **kwargs)
