@@ -207,8 +207,7 @@ def test_joblib_workers_get_the_adapter_pickled_and_share_its_entries(
 def test_tmc_shapley_in_workers_fills_the_cache_with_exact_values(mc: MemcachedBackend) -> None:
     _, test = make_data()
     # lease_ttl=1: pyDVL kills busy workers when it stops; their leases then expire quickly.
-    with parallel_config(n_jobs=2):
-        tmc(make_utility(test, adapter(mc, lease_ttl=1.0)), n_jobs=2)
+    tmc(make_utility(test, adapter(mc, lease_ttl=1.0)), n_jobs=2)
     after = adapter(mc, lease_ttl=1.0)
     assert np.array_equal(tmc(make_utility(test, after)), tmc(make_utility(test)))
     assert after.stats.hits > 0  # found entries the workers stored
