@@ -244,8 +244,7 @@ class HostileServer:
     Each connection answers its first requests with ``replies`` (one per request, at once),
     then any further request with ``prefix`` followed by ``drip`` one byte every ``interval``
     seconds, up to ``cap`` bytes (then it closes). An empty ``drip`` stalls instead. It counts
-    the bytes dripped and sets ``disconnected`` when a client hangs up on a dripping or
-    stalled connection, so tests bound a client by what the server managed to send (an
+    the bytes dripped and sets ``disconnected`` when a client hangs up, so tests bound a client by what the server managed to send (an
     operation bounded per read keeps reading for ``cap`` bytes; one bounded per operation
     stops after about ``timeout / interval``) and never by wall-clock thresholds.
     With ``tls`` (a server ``ssl.SSLContext``) it speaks TLS.
@@ -312,7 +311,10 @@ class HostileServer:
     def _request(self, conn: socket.socket) -> bool:
         while not self._stop.is_set():
             if select.select([conn], [], [], 0.1)[0]:
-                return bool(conn.recv(1 << 20))
+                if conn.recv(1 << 20):
+                    return True
+                self.disconnected.set()  # hung up between requests
+                return False
         return False
 
     def _trickle(self, conn: socket.socket) -> None:
