@@ -112,7 +112,8 @@ def test_map_of_cached_calls_is_one_round_trip(memcached: MemcachedServer) -> No
 
 # -- large values: one preallocated buffer -------------------------------------------------------
 def raw_client(server: MemcachedServer) -> Client:
-    return Client(("127.0.0.1", server.port), timeout=5)
+    # With replies: a noreply delete could still be in flight when the backend reads.
+    return Client(("127.0.0.1", server.port), timeout=5, default_noreply=False)
 
 
 def chunk_keys(server: MemcachedServer, key: str) -> list[str]:
