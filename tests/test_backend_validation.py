@@ -100,6 +100,7 @@ def test_bad_values_are_refused_naming_the_parameter(cls: type, param: str, valu
         (["h:port"], "servers[0]"),
         ([":11211"], "servers[0]"),
         (["has space:11211"], "servers[0]"),
+        ("a:1,b:2", "servers[0]"),  # one string is one server; a cluster is a list
         (["a:1", 42], "servers[1]"),
         (["a:1", None], "servers[1]"),
         ([("h", "x")], "servers[0]"),

@@ -8,6 +8,7 @@ pymemcache and of sockets are mapped onto ``BackendError`` subclasses here, once
 from __future__ import annotations
 
 import math
+import re
 import ssl
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from . import _wire
 __all__ = ["build_tls", "expire_time", "mapped", "parse_server", "server_list", "translate"]
 
 _RELATIVE_EXPIRY_LIMIT = 30 * 24 * 3600  # memcached reads larger expiries as Unix times
+_HOST = re.compile(r"[A-Za-z0-9._%:-]+")  # names, IPv4, IPv6 (with a %zone)
 _SERVER = "'host:port' with a port in 1..65535, e.g. '127.0.0.1:11211'"
 
 
@@ -53,8 +55,13 @@ def parse_server(server: Any, param: str = "server") -> tuple[str, int]:
         raise ConfigError(
             param=param, value=server, expected=f"{_SERVER}, or a (host, port) pair"
         )
-    if not host or any(c.isspace() for c in host):
-        raise ConfigError(param=param, value=server, expected=_SERVER, hint="the host is empty")
+    if not _HOST.fullmatch(host):
+        raise ConfigError(
+            param=param,
+            value=server,
+            expected=_SERVER,
+            hint="a host name or IP address (a cluster is a list of servers)",
+        )
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ConfigError(param=param, value=server, expected=_SERVER)
     return host, port
