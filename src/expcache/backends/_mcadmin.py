@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from pymemcache.client.base import Client
 
@@ -32,7 +33,7 @@ from .base import PROBE_KEY, _aux_last
 if TYPE_CHECKING:
     from .memcached import MemcachedBackend
 
-__all__ = ["clear", "delete_many", "iter_keys", "probe", "server_stats"]
+__all__ = ["CrawlerBusy", "clear", "delete_many", "iter_keys", "probe", "server_stats"]
 
 _BUSY_TRIES = 20  # another crawl (a colleague's `expcache cache ls`) finishes within ~1 s
 _STATS = (
@@ -44,6 +45,47 @@ _STATS = (
 
 def _name(server: tuple[str, int]) -> str:
     return f"{server[0]}:{server[1]}"
+
+
+class CrawlerBusy(Exception):
+    """Another ``lru_crawler`` request is running on the server: ask again shortly."""
+
+
+def _metadump(
+    client: Client, prefix: str, now: float, progress: Callable[[], None]
+) -> Iterator[str]:
+    """``lru_crawler metadump all``: the server's live keys starting with ``prefix``.
+
+    memcached streams one ``key=<url-encoded> exp=<unix time or -1> ...`` line per item in
+    its LRUs (``\\n``-terminated, then ``END\\r\\n``); items past their expiry time are skipped
+    here too. ``progress`` runs after each whole line: a dump grows with the store, so the
+    deadline bounds the wait for the next line, not the whole dump.
+    """
+    sock = _wire.connected(client)
+    try:
+        sock.sendall(b"lru_crawler metadump all\r\n")
+        reader = _wire.Reader(sock)
+        while True:
+            line = reader.line(b"\n")
+            if line in (b"END\r", b"END"):
+                if not reader.drained:
+                    raise _wire.ProtocolError("bytes after the end of the dump")
+                return
+            if not line.startswith(b"key="):
+                if line.startswith(b"BUSY"):
+                    raise CrawlerBusy(line.decode("ascii", "replace"))
+                raise _wire.fail(line.rstrip(b"\r"))
+            progress()
+            fields = dict(f.split(b"=", 1) for f in line.split() if b"=" in f)
+            exp = fields.get(b"exp", b"-1")
+            if exp != b"-1" and exp.isdigit() and int(exp) <= now:
+                continue
+            key = unquote(fields[b"key"].decode("ascii", "replace"))
+            if key.startswith(prefix):
+                yield key
+    except BaseException:
+        client.close()
+        raise
 
 
 def probe(backend: MemcachedBackend) -> list[tuple[str, str]]:
@@ -70,11 +112,14 @@ def _node_keys(backend: MemcachedBackend, server: tuple[str, int], prefix: str) 
         for attempt in range(_BUSY_TRIES):
             deadline.start()
             try:
-                yield from _wire.metadump(client, prefix, time.time(), deadline.start)
+                yield from _metadump(client, prefix, time.time(), deadline.start)
                 return
-            except _wire.CrawlerBusy:
+            except CrawlerBusy as exc:
                 if attempt == _BUSY_TRIES - 1:
-                    raise
+                    raise BackendError(
+                        f"memcached {_name(server)}: the LRU crawler stayed busy ({exc}); "
+                        "another enumeration is running, try again"
+                    ) from exc
                 time.sleep(0.01 * (attempt + 1))
     except Exception as exc:
         raise translate(exc, _name(server)) from exc

@@ -22,6 +22,7 @@ from pymemcache.exceptions import (
     MemcacheUnexpectedCloseError,
 )
 
+from .. import _validate as v
 from ..errors import (
     BackendError,
     BackendTimeout,
@@ -32,7 +33,7 @@ from ..errors import (
 )
 from . import _wire
 
-__all__ = ["build_tls", "expire_time", "mapped", "parse_server", "server_list", "translate"]
+__all__ = ["build_tls", "check_tls", "expire_time", "mapped", "parse_server", "server_list", "translate"]
 
 _RELATIVE_EXPIRY_LIMIT = 30 * 24 * 3600  # memcached reads larger expiries as Unix times
 _HOST = re.compile(r"[A-Za-z0-9._%:-]+")  # names, IPv4, IPv6 (with a %zone)
@@ -108,8 +109,6 @@ def translate(exc: BaseException, where: str) -> BackendError:
         return BackendError(f"memcached {where}: server error {text}")
     if isinstance(exc, _wire.ProtocolError):
         return BackendError(f"memcached {where}: protocol error: {exc}")
-    if isinstance(exc, _wire.CrawlerBusy):
-        return BackendError(f"memcached {where}: LRU crawler kept busy: {exc}")
     if isinstance(exc, MemcacheClientError):
         return BackendError(f"memcached {where}: client error {exc}")
     if isinstance(exc, OSError):  # refused, reset, unreachable, not resolvable, TLS
@@ -135,6 +134,23 @@ def expire_time(seconds: float) -> int:
     if seconds > _RELATIVE_EXPIRY_LIMIT:
         return math.ceil(time.time() + seconds)
     return max(1, math.ceil(seconds))
+
+
+def check_tls(
+    context: Any, tls: Any, ca_file: Any, cert_file: Any, key_file: Any
+) -> None:
+    """The TLS options' types and combinations (the files are read by ``build_tls``)."""
+    if context is not None and not isinstance(context, ssl.SSLContext):
+        raise ConfigError(param="tls_context", value=context, expected="an ssl.SSLContext or null")
+    v.boolean("tls", tls)
+    for param, path in (
+        ("tls_ca_file", ca_file),
+        ("tls_cert_file", cert_file),
+        ("tls_key_file", key_file),
+    ):
+        v.text(param, path, pattern=r".+", describe="a file path", allow_none=True)
+    if key_file and not cert_file:
+        raise ConfigError(param="tls_key_file", value=key_file, expected="set with tls_cert_file")
 
 
 def build_tls(

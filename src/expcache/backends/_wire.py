@@ -13,9 +13,8 @@ because a half-read reply must never be read as the next command's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import unquote
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import (
@@ -25,13 +24,14 @@ from pymemcache.exceptions import (
 )
 
 __all__ = [
-    "CrawlerBusy",
     "ProtocolError",
+    "Reader",
+    "connected",
     "delete_many",
+    "fail",
     "get",
     "get_chunks",
     "get_many",
-    "metadump",
     "store_many",
     "token",
 ]
@@ -56,13 +56,13 @@ def token(key: str) -> bytes | None:
     return raw if len(raw.translate(None, _CONTROL)) == len(raw) else None
 
 
-def _socket(client: Client) -> Any:
+def connected(client: Client) -> Any:
     if client.sock is None:
         client._connect()  # pymemcache's own connect: timeouts, no_delay, TLS, our sockets
     return client.sock
 
 
-class _Reader:
+class Reader:
     """The replies to one request, buffered; values land in buffers the caller chooses."""
 
     __slots__ = ("buf", "pos", "sock")
@@ -135,7 +135,7 @@ class _Reader:
         return self.pos == len(self.buf)
 
 
-def _fail(line: bytes) -> ProtocolError:
+def fail(line: bytes) -> ProtocolError:
     """An error reply raised as pymemcache would (the backend maps them), else a protocol error."""
     text = line.decode("ascii", "replace")
     if line.startswith(b"SERVER_ERROR"):
@@ -149,7 +149,7 @@ def _value_head(line: bytes, limit: int) -> tuple[bytes, int]:
     """``VALUE <key> <flags> <bytes>`` -> (key, size), the size checked against ``limit``."""
     head = line.split()
     if len(head) != 4 or head[0] != b"VALUE":
-        raise _fail(line)
+        raise fail(line)
     if not head[3].isdigit() or int(head[3]) > limit:
         raise ProtocolError(f"value of {head[3][:20]!r} bytes exceeds the limit of {limit}")
     return head[1], int(head[3])
@@ -161,7 +161,7 @@ def get(client: Client, key: str, limit: int) -> bytes | bytearray | None:
     if raw is None:
         value: bytes | None = client.get(key)
         return value
-    sock = _socket(client)
+    sock = connected(client)
     try:
         sock.sendall(b"get " + raw + b"\r\n")
         buf = sock.recv(_RECV)
@@ -176,7 +176,7 @@ def get(client: Client, key: str, limit: int) -> bytes | bytearray | None:
                 if end + 7 == len(buf):
                     small: bytes = buf[start:end]
                     return small
-        reader = _Reader(sock, buf)  # a reply over several receives, or a malformed one
+        reader = Reader(sock, buf)  # a reply over several receives, or a malformed one
         line = reader.line()
         if line == b"END":
             out: bytes | bytearray | None = None
@@ -206,7 +206,7 @@ def get_many(client: Client, keys: Sequence[str], limit: int) -> dict[str, bytes
     if None in raws:
         found: dict[str, bytes | bytearray] = client.get_many(keys)
         return found
-    sock = _socket(client)
+    sock = connected(client)
     out: dict[str, bytes | bytearray] = {}
     try:
         for i in range(0, len(raws), _BATCH):
@@ -254,7 +254,7 @@ def _read_values(
         elif size < _SMALL:  # wait for the rest with the line: re-parsed, costs nothing
             buf, pos = buf[pos:] + _more(sock), 0
         else:
-            reader = _Reader(sock, buf[start:])
+            reader = Reader(sock, buf[start:])
             out[name.decode()] = reader.value(size)
             buf, pos = bytes(reader.buf[reader.pos :]), 0
             if not buf:
@@ -279,12 +279,12 @@ def get_chunks(
     total = len(out)
     offset = 0
     complete = True
-    sock = _socket(client)
+    sock = connected(client)
     try:
         for i in range(0, len(names), _BATCH):
             batch = [n.encode() for n in names[i : i + _BATCH]]
             sock.sendall(b"get " + b" ".join(batch) + b"\r\n")
-            reader = _Reader(sock)
+            reader = Reader(sock)
             expected = 0
             while (line := reader.line()) != b"END":
                 name, size = _value_head(line, limit)
@@ -322,7 +322,7 @@ def store_many(
     Returns how many were not stored; a ``SERVER_ERROR`` (full with ``-M``, too large) is
     raised as pymemcache raises it, for the backend to map.
     """
-    sock = _socket(client)
+    sock = connected(client)
     try:
         sep = b""
         for key, data in items:
@@ -331,13 +331,13 @@ def store_many(
             sep = b"\r\n"
             progress()
         sock.sendall(sep)
-        reader = _Reader(sock)
+        reader = Reader(sock)
         refused = 0
         for _ in items:
             line = reader.line()
             if line != b"STORED":
                 if line != b"NOT_STORED":
-                    raise _fail(line)
+                    raise fail(line)
                 refused += 1
         if not reader.drained:
             raise ProtocolError("bytes after the end of the reply")
@@ -353,64 +353,23 @@ def delete_many(client: Client, keys: Sequence[str], restart: Callable[[], None]
     if None in raws:
         bad = keys[raws.index(None)]
         raise MemcacheClientError(f"key {bad[:64]!r} is not a memcached key")
-    sock = _socket(client)
+    sock = connected(client)
     deleted = 0
     try:
         for i in range(0, len(raws), _BATCH):
             restart()
             batch = raws[i : i + _BATCH]
             sock.sendall(b"".join(b"delete " + r + b"\r\n" for r in batch))  # type: ignore[operator]
-            reader = _Reader(sock)
+            reader = Reader(sock)
             for _ in batch:
                 line = reader.line()
                 if line == b"DELETED":
                     deleted += 1
                 elif line != b"NOT_FOUND":
-                    raise _fail(line)
+                    raise fail(line)
             if not reader.drained:
                 raise ProtocolError("bytes after the end of the reply")
         return deleted
-    except BaseException:
-        client.close()
-        raise
-
-
-class CrawlerBusy(Exception):
-    """Another ``lru_crawler`` request is running on the server: ask again shortly."""
-
-
-def metadump(
-    client: Client, prefix: str, now: float, progress: Callable[[], None]
-) -> Iterator[str]:
-    """``lru_crawler metadump all``: the server's live keys starting with ``prefix``.
-
-    memcached streams one ``key=<url-encoded> exp=<unix time or -1> ...`` line per item in
-    its LRUs (``\\n``-terminated, then ``END\\r\\n``); items past their expiry time are skipped
-    here too. ``progress`` runs after each whole line: a dump grows with the store, so the
-    deadline bounds the wait for the next line, not the whole dump.
-    """
-    sock = _socket(client)
-    try:
-        sock.sendall(b"lru_crawler metadump all\r\n")
-        reader = _Reader(sock)
-        while True:
-            line = reader.line(b"\n")
-            if line in (b"END\r", b"END"):
-                if not reader.drained:
-                    raise ProtocolError("bytes after the end of the dump")
-                return
-            if not line.startswith(b"key="):
-                if line.startswith(b"BUSY"):
-                    raise CrawlerBusy(line.decode("ascii", "replace"))
-                raise _fail(line.rstrip(b"\r"))
-            progress()
-            fields = dict(f.split(b"=", 1) for f in line.split() if b"=" in f)
-            exp = fields.get(b"exp", b"-1")
-            if exp != b"-1" and exp.isdigit() and int(exp) <= now:
-                continue
-            key = unquote(fields[b"key"].decode("ascii", "replace"))
-            if key.startswith(prefix):
-                yield key
     except BaseException:
         client.close()
         raise

@@ -31,10 +31,10 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
 from .. import _validate as v
-from ..errors import BackendError, BackendUnavailable, ConfigError, ValueTooLarge
+from ..errors import BackendError, BackendUnavailable, ValueTooLarge
 from . import _chunks, _mcadmin, _wire
 from ._deadline import Deadline, DeadlineSocketModule, DeadlineTLSContext
-from ._mcsettings import build_tls, parse_server, server_list
+from ._mcsettings import build_tls, check_tls, parse_server, server_list
 from ._mcsettings import expire_time as _expire
 from ._mcsettings import mapped as _mapped
 from ._mcsettings import translate as _translate
@@ -117,21 +117,7 @@ class MemcachedBackend(Backend):
         self.connect_timeout = v.number("connect_timeout", connect_timeout, gt=0, unit="seconds")
         self.timeout = v.number("timeout", timeout, gt=0, unit="seconds")
         self.no_delay = v.boolean("no_delay", no_delay)
-        if tls_context is not None and not isinstance(tls_context, ssl.SSLContext):
-            raise ConfigError(
-                param="tls_context", value=tls_context, expected="an ssl.SSLContext or null"
-            )
-        v.boolean("tls", tls)
-        for param, path in (
-            ("tls_ca_file", tls_ca_file),
-            ("tls_cert_file", tls_cert_file),
-            ("tls_key_file", tls_key_file),
-        ):
-            v.text(param, path, pattern=r".+", describe="a file path", allow_none=True)
-        if tls_key_file and not tls_cert_file:
-            raise ConfigError(
-                param="tls_key_file", value=tls_key_file, expected="set with tls_cert_file"
-            )
+        check_tls(tls_context, tls, tls_ca_file, tls_cert_file, tls_key_file)
         self.item_size: int = v.integer(
             "item_size", item_size, ge=2 * _ITEM_OVERHEAD, le=2**30,
             hint="bytes, at least 2048 and at most 1 GiB: the servers' -I",
