@@ -8,14 +8,19 @@ are skipped locally and *fail* when ``CI`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +235,172 @@ def memcached_cluster(_session_cluster: list[MemcachedServer]) -> list[Memcached
             server.start()
         server.flush()
     return _session_cluster
+
+
+# -- hostile servers: a real TCP peer that answers too slowly, or never finishes -------------
+class HostileServer:
+    """A TCP server on a free loopback port that answers memcached clients badly, for real.
+
+    Each connection answers its first requests with ``replies`` (one per request, at once),
+    then any further request with ``prefix`` followed by ``drip`` one byte every ``interval``
+    seconds, up to ``cap`` bytes (then it closes). An empty ``drip`` stalls instead. It counts
+    the bytes dripped and sets ``disconnected`` when a client hangs up, so tests bound a client by what the server managed to send (an
+    operation bounded per read keeps reading for ``cap`` bytes; one bounded per operation
+    stops after about ``timeout / interval``) and never by wall-clock thresholds.
+    With ``tls`` (a server ``ssl.SSLContext``) it speaks TLS.
+    """
+
+    def __init__(
+        self,
+        *,
+        replies: tuple[bytes, ...] = (),
+        prefix: bytes = b"",
+        drip: bytes = b"x",
+        interval: float = 0.01,
+        cap: int = 600,
+        tls: ssl.SSLContext | None = None,
+        disconnected: threading.Event | None = None,
+    ) -> None:
+        self.replies, self.prefix, self.drip = replies, prefix, drip
+        self.interval, self.cap, self.tls = interval, cap, tls
+        self.dripped = 0
+        self.connections = 0
+        self.disconnected = disconnected or threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed by stop()
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                conn.settimeout(10)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            conn.settimeout(None)
+            replies = list(self.replies)
+            while replies:
+                if not self._request(conn):
+                    return
+                conn.sendall(replies.pop(0))
+            if not self._request(conn):
+                return
+            if self.prefix:
+                conn.sendall(self.prefix)
+            self._trickle(conn)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def _request(self, conn: socket.socket) -> bool:
+        while not self._stop.is_set():
+            if select.select([conn], [], [], 0.1)[0]:
+                if conn.recv(1 << 20):
+                    return True
+                self.disconnected.set()  # hung up between requests
+                return False
+        return False
+
+    def _trickle(self, conn: socket.socket) -> None:
+        sent = 0
+        while sent < self.cap and not self._stop.is_set():
+            if select.select([conn], [], [], self.interval)[0]:
+                try:
+                    data = conn.recv(1 << 20)  # more of a long request: drained, not answered
+                except OSError:
+                    data = b""
+                if not data:
+                    self.disconnected.set()
+                    return
+                continue
+            if not self.drip:
+                continue  # a stall: only watch for the client hanging up
+            try:
+                conn.send(self.drip[sent % len(self.drip) :][:1])
+            except OSError:
+                self.disconnected.set()
+                return
+            sent += 1
+            with self._lock:
+                self.dripped += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
+        self._listener.close()
+        self._thread.join(5)
+
+
+class HostileFactory:
+    def __init__(self) -> None:
+        self.servers: list[HostileServer] = []
+
+    def __call__(self, **kwargs: Any) -> HostileServer:
+        server = HostileServer(**kwargs)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileFactory]:
+    """Start hostile servers (``hostile(prefix=..., drip=...)``); all stopped afterwards."""
+    factory = HostileFactory()
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (made with the openssl CLI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+# -- a small filesystem that really fills up ---------------------------------------------------
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for this test (root only): writes beyond it fail with ENOSPC,
+    as on a full disk. Skipped, with the kernel's reason, where mounting is refused."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -253,11 +253,12 @@ def test_errors_are_mapped(memcached_factory: Any) -> None:
 def test_tls_context_reaches_pymemcache(memcached_cluster: list[MemcachedServer]) -> None:
     context = ssl.create_default_context()
     single = MemcachedBackend([memcached_cluster[0].address], tls_context=context)
-    assert single.client.tls_context is context and single.describe()["tls"] is True
+    # wrapped so that TLS sockets stay bounded by the operation's deadline
+    assert single.client.tls_context.context is context and single.describe()["tls"] is True
     cluster = MemcachedBackend([s.address for s in memcached_cluster], tls_context=context)
     hash_client = cluster.client
     assert isinstance(hash_client, HashClient)
-    assert all(c.tls_context is context for c in hash_client.clients.values())
+    assert all(c.tls_context.context is context for c in hash_client.clients.values())
     with pytest.raises(TypeError, match="tls_ca_file"):
         pickle.dumps(single)
 
@@ -265,10 +266,10 @@ def test_tls_context_reaches_pymemcache(memcached_cluster: list[MemcachedServer]
 def test_tls_settings_build_a_context_that_travels(tmp_path: Path) -> None:
     ca_file = ssl.get_default_verify_paths().cafile or certifi_bundle()
     backend = MemcachedBackend("127.0.0.1:1", tls=True, tls_ca_file=ca_file)
-    assert isinstance(backend.client.tls_context, ssl.SSLContext)
+    assert isinstance(backend.client.tls_context.context, ssl.SSLContext)
     assert backend.client.tls_context.verify_mode == ssl.CERT_REQUIRED
     clone = pickle.loads(pickle.dumps(backend))
-    assert isinstance(clone.client.tls_context, ssl.SSLContext)
+    assert isinstance(clone.client.tls_context.context, ssl.SSLContext)
     assert clone.tls_ca_file == ca_file
     with pytest.raises(ConfigError, match="tls_ca_file"):
         MemcachedBackend("127.0.0.1:1", tls_ca_file=str(tmp_path / "missing.pem"))

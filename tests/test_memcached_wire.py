@@ -2,7 +2,8 @@
 
 It shares pymemcache's connection, so these tests interleave the two on one socket and check
 every reply shape: miss, empty value, values over several ``recv``, payloads that contain the
-protocol's own terminators, refused keys, a dead server (a hung one: test_backends).
+protocol's own terminators, refused keys, a dead server (a hung one: test_backends; a
+dripping one: test_backend_deadlines), and large values received into one buffer.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 from pymemcache.client.base import Client
 
 from expcache.backends import MemcachedBackend
+from expcache.backends.memcached import _MANIFEST
 from expcache.errors import BackendError, BackendUnavailable
 
-from .conftest import MemcachedFactory, MemcachedServer
+from .conftest import HostileFactory, MemcachedFactory, MemcachedServer
 
 
 @pytest.fixture
@@ -106,3 +108,85 @@ def test_map_of_cached_calls_is_one_round_trip(memcached: MemcachedServer) -> No
     assert memcached.stat("cmd_get") - gets_before == 50  # each distinct key fetched once
     assert f.stats.hits == 51
     assert f.stats.misses == 50
+
+
+# -- large values: one preallocated buffer -------------------------------------------------------
+def raw_client(server: MemcachedServer) -> Client:
+    # With replies: a noreply delete could still be in flight when the backend reads.
+    return Client(("127.0.0.1", server.port), timeout=5, default_noreply=False)
+
+
+def chunk_keys(server: MemcachedServer, key: str) -> list[str]:
+    count, _total, _digest, nonce = _MANIFEST.unpack(raw_client(server).get(key)[8:])
+    return [f"{key}:c{i}:{nonce.decode()}" for i in range(count)]
+
+
+def test_a_large_item_is_received_into_one_buffer(backend: MemcachedBackend) -> None:
+    small, large = os.urandom(1000), os.urandom(700_000)  # one recv; many recv_into
+    backend.set_many({"small": small, "large": large})
+    assert type(backend.get("small")) is bytes and backend.get("small") == small
+    got = backend.get("large")
+    assert type(got) is bytearray and got == large
+    many = backend.get_many(["small", "large"])
+    assert many == {"small": small, "large": large} and type(many["large"]) is bytearray
+
+
+@pytest.mark.parametrize("topology", ["single", "cluster"])
+def test_chunked_values_are_assembled_in_one_buffer(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    if topology == "single":
+        servers = [request.getfixturevalue("memcached")]
+    else:
+        servers = request.getfixturevalue("memcached_cluster")
+    b = MemcachedBackend([s.address for s in servers], timeout=5.0)
+    value = os.urandom(5 * 2**20 + 17)
+    b.set("chunked", value)
+    got = b.get("chunked")
+    assert type(got) is bytearray and len(got) == len(value) and got == value
+    assert b.get_many(["chunked", "absent"]) == {"chunked": value}
+
+
+def test_a_chunk_of_the_wrong_size_is_a_miss_and_the_socket_stays_in_step(
+    backend: MemcachedBackend, memcached: MemcachedServer
+) -> None:
+    value = os.urandom(3 * 2**20)
+    backend.set("wrong", value)
+    names = chunk_keys(memcached, "wrong")
+    raw_client(memcached).set(names[1], b"short")  # same name, another size
+    assert backend.get("wrong") is None
+    backend.set("after", b"ok")
+    assert backend.get("after") == b"ok" and backend.connections == 1
+
+
+@pytest.mark.parametrize("missing", [0, 1, 3])
+def test_a_missing_chunk_is_a_miss_and_the_socket_stays_in_step(
+    backend: MemcachedBackend, memcached: MemcachedServer, missing: int
+) -> None:
+    value = os.urandom(3 * 2**20)
+    backend.set_many({"gap": value, "whole": value[::-1]})
+    assert raw_client(memcached).delete(chunk_keys(memcached, "gap")[missing])
+    assert backend.get("gap") is None
+    assert backend.get_many(["gap", "whole"]) == {"whole": value[::-1]}
+    assert backend.get("whole") == value[::-1]
+
+
+def test_a_flipped_byte_in_a_chunk_is_a_miss(
+    backend: MemcachedBackend, memcached: MemcachedServer
+) -> None:
+    value = bytearray(os.urandom(3 * 2**20))
+    backend.set("flip", bytes(value))
+    name = chunk_keys(memcached, "flip")[2]
+    raw = raw_client(memcached)
+    chunk = bytearray(raw.get(name))
+    chunk[100] ^= 1
+    raw.set(name, bytes(chunk))
+    assert backend.get("flip") is None  # the digest over the whole value
+
+
+def test_a_reply_for_another_key_is_a_protocol_error(hostile: HostileFactory) -> None:
+    server = hostile(replies=(b"VALUE other 0 1\r\nx\r\nEND\r\n",), drip=b"")
+    b = MemcachedBackend([server.address], timeout=2.0)
+    with pytest.raises(BackendError, match="protocol"):
+        b.get("mine")
+    assert server.disconnected.wait(30)  # the half-understood connection is dropped

@@ -3,24 +3,37 @@
 Built on ``diskcache`` (SQLite index + files for large values), which is process- and
 thread-safe, so every worker of a joblib/loky pool or every job of a local Hydra sweep shares
 one directory without a server. ``cas`` runs inside a diskcache transaction (an SQLite
-``BEGIN IMMEDIATE``), which makes running-moment updates atomic across processes.
+``BEGIN IMMEDIATE``), which makes running-moment updates atomic across processes; ``set`` is
+one SQLite transaction, the one durable write of a miss (stampede protection between the
+processes of this host is a file lock beside the directory, owned by the lease module).
+
+A full disk is ``StoreRefused``, not a failure of the store: SQLite's "database or disk is
+full" and ``ENOSPC``/``EDQUOT``/``EFBIG`` on a value file mean nothing new can be kept, while
+every entry already there still reads, so the memoizer keeps the breaker closed and hits.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import diskcache
 
-from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
-from .base import Backend
+from .. import _validate as v
+from ..errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError, StoreRefused
+from .base import Backend, Data, Scope
 
 __all__ = ["DiskBackend", "default_cache_dir"]
+
+_SQLITE_FULL = 13  # SQLITE_FULL in sqlite3.h (sqlite3.SQLITE_FULL from Python 3.11)
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_PAGE = 1000  # keys per enumeration query and per delete transaction
 
 
 def default_cache_dir() -> Path:
@@ -29,6 +42,15 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "expcache"
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    code: int | None = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return (code & 0xFF) == _SQLITE_FULL  # the primary code under any extended one
+    # Python 3.10 has no codes on sqlite3 exceptions, only SQLite's fixed text for the code
+    # (sqlite3_errstr(SQLITE_FULL)); compared whole, never searched.
+    return bool(exc.args[:1] == ("database or disk is full",))
 
 
 @contextmanager
@@ -40,8 +62,12 @@ def _mapped(directory: Path) -> Iterator[None]:
     except diskcache.Timeout as exc:
         raise BackendTimeout(f"disk cache {directory} is locked by another process") from exc
     except sqlite3.Error as exc:
+        if _disk_full(exc):
+            raise StoreRefused(f"disk cache {directory}: disk full ({exc})") from exc
         raise BackendError(f"disk cache {directory}: {exc}") from exc
     except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            raise StoreRefused(f"disk cache {directory}: disk full ({exc})") from exc
         raise BackendUnavailable(f"disk cache {directory}: {exc}") from exc
     except Exception as exc:  # e.g. a foreign non-bytes value: a counted miss, not a crash
         raise BackendError(f"disk cache {directory}: unexpected {exc!r}") from exc
@@ -51,11 +77,15 @@ class DiskBackend(Backend):
     """A diskcache ``Cache`` in ``directory`` (created on first use).
 
     ``size_limit`` bounds the directory (bytes; diskcache evicts the least recently stored
-    entries beyond it). ``timeout`` is how long an operation waits for SQLite's lock.
+    entries beyond it; below 1 MiB the index alone would evict every entry). ``timeout`` is
+    how long an operation waits for SQLite's lock.
+
+    A prefix ``clear`` deletes in transactions of 1000 keys: a concurrent reader sees each
+    entry whole or gone, and an entry stored meanwhile under the prefix may survive.
     """
 
     name: ClassVar[str] = "disk"
-    shared: ClassVar[bool] = True
+    scope: ClassVar[Scope] = "host"
 
     def __init__(
         self,
@@ -64,15 +94,31 @@ class DiskBackend(Backend):
         size_limit: int = 4 * 2**30,
         timeout: float = 60.0,
         max_value_size: int = 2**30,
-        **breaker: Any,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 5.0,
     ) -> None:
-        super().__init__(**breaker)
-        if size_limit <= 0:
-            raise ConfigError(f"size_limit={size_limit!r}: must be a positive number of bytes")
+        super().__init__(breaker_threshold=breaker_threshold, breaker_cooldown=breaker_cooldown)
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise ConfigError(
+                param="directory", value=directory, expected="a directory path or null"
+            )
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
-        self.size_limit = size_limit
-        self.timeout = timeout
-        self.max_value_size = max_value_size
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(
+                param="directory",
+                value=str(directory),
+                expected="a directory path or null",
+                hint="this path is an existing file",
+            )
+        self.size_limit: int = v.integer(
+            "size_limit",
+            size_limit,
+            ge=2**20,
+            hint="a positive number of bytes, at least 1 MiB (the index alone is ~100 KiB, "
+            "so a smaller limit would evict every entry as soon as it is stored)",
+        )
+        self.timeout: float = v.number("timeout", timeout, gt=0, unit="seconds")
+        self.max_value_size = v.integer("max_value_size", max_value_size, ge=1024)
         self._cache: diskcache.Cache | None = None
 
     @property
@@ -84,15 +130,19 @@ class DiskBackend(Backend):
                 )
         return self._cache
 
-    def get(self, key: str) -> bytes | None:
+    @property
+    def where(self) -> str:
+        return str(self.directory)
+
+    def get(self, key: str) -> Data | None:
         with _mapped(self.directory):
             value: bytes | None = self.cache.get(key)
             return value
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+    def get_many(self, keys: Sequence[str]) -> dict[str, Data]:
         cache = self.cache
         with _mapped(self.directory):
-            out: dict[str, bytes] = {}
+            out: dict[str, Data] = {}
             for key in keys:
                 value = cache.get(key)
                 if value is not None:
@@ -101,7 +151,7 @@ class DiskBackend(Backend):
 
     def set(self, key: str, value: bytes, expire: float = 0) -> None:
         self.check_size(value)
-        with _mapped(self.directory):
+        with _mapped(self.directory):  # one SQLite transaction (diskcache's own)
             self.cache.set(key, bytes(value), expire=expire or None)
 
     def set_many(self, items: Mapping[str, bytes], expire: float = 0) -> None:
@@ -117,7 +167,7 @@ class DiskBackend(Backend):
         with _mapped(self.directory):
             return bool(self.cache.add(key, bytes(value), expire=expire or None))
 
-    def gets(self, key: str) -> tuple[bytes | None, Any]:
+    def gets(self, key: str) -> tuple[Data | None, Any]:
         value = self.get(key)
         return value, value
 
@@ -145,9 +195,59 @@ class DiskBackend(Backend):
         with _mapped(self.directory):
             self.cache.delete(key)
 
-    def clear(self) -> None:
+    # -- administration ----------------------------------------------------------------------
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Live string keys from ``prefix`` on, a page per query (never a cursor held across
+        a ``yield``: the consumer may delete while iterating).
+
+        diskcache has no prefix query, and ``iterkeys()`` would scan every entry of the store
+        to clear one function: this pages through its (key, raw) index instead.
+        """
+        cache = self.cache
+        after, first = prefix, True
+        while True:
+            with _mapped(self.directory):
+                rows = cache._sql(
+                    "SELECT key, expire_time FROM Cache WHERE raw = 1 AND typeof(key) = 'text'"
+                    f" AND key {'>=' if first else '>'} ? ORDER BY key LIMIT ?",
+                    (after, _PAGE),
+                ).fetchall()
+            now = time.time()
+            for key, expire_time in rows:
+                if not key.startswith(prefix):
+                    return
+                if expire_time is None or expire_time > now:
+                    yield key
+            if len(rows) < _PAGE:
+                return
+            after, first = rows[-1][0], False
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        cache = self.cache
+        pending = list(keys)
+        deleted = 0
+        for start in range(0, len(pending), _PAGE):
+            with _mapped(self.directory), cache.transact():
+                deleted += sum(bool(cache.delete(k)) for k in pending[start : start + _PAGE])
+        return deleted
+
+    def clear(self, prefix: str | None = None) -> int:
+        if prefix is not None:
+            return self.delete_many(list(self.iter_keys(prefix)))
         with _mapped(self.directory):
-            self.cache.clear()
+            return int(self.cache.clear())
+
+    def server_stats(self) -> dict[str, Any]:
+        """``items`` counts entries past their expiry until diskcache culls them."""
+        cache = self.cache
+        with _mapped(self.directory):
+            return {
+                "backend": self.name,
+                "directory": str(self.directory),
+                "items": len(cache),
+                "bytes": int(cache.volume()),
+                "size_limit": self.size_limit,
+            }
 
     def close(self) -> None:
         if self._cache is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
-from .base import Backend
+from .base import Backend, Data, Scope
 
 __all__ = ["NullBackend"]
 
@@ -13,9 +14,9 @@ class NullBackend(Backend):
     """Every lookup misses and every store is dropped; the memoizer short-circuits on it."""
 
     name: ClassVar[str] = "none"
-    shared: ClassVar[bool] = False
+    scope: ClassVar[Scope] = "process"
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Data | None:
         return None
 
     def set(self, key: str, value: bytes, expire: float = 0) -> None:
@@ -24,7 +25,7 @@ class NullBackend(Backend):
     def add(self, key: str, value: bytes, expire: float = 0) -> bool:
         return True
 
-    def gets(self, key: str) -> tuple[bytes | None, Any]:
+    def gets(self, key: str) -> tuple[Data | None, Any]:
         return None, None
 
     def cas(self, key: str, value: bytes, token: Any, expire: float = 0) -> bool | None:
@@ -39,5 +40,17 @@ class NullBackend(Backend):
     def delete(self, key: str) -> None:
         return None
 
-    def clear(self) -> None:
-        return None
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        return iter(())
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        return 0
+
+    def clear(self, prefix: str | None = None) -> int:
+        return 0
+
+    def server_stats(self) -> dict[str, Any]:
+        return {"backend": self.name, "items": 0, "bytes": 0}
+
+    def probe(self) -> list[tuple[str, str]]:
+        return []
