@@ -173,7 +173,7 @@ class Memoized(Generic[P, R]):
             signature=self.signature,
             version=version,
             namespace=self.namespace,
-            pickle_fallback=self.pickle_args,
+            pickle_args=self.pickle_args,
         )
         self._off = isinstance(self.backend, NullBackend)
         self._auto = self.time_threshold == "auto"

@@ -1,0 +1,429 @@
+"""Function and class identity: what makes a callable compute what it computes.
+
+A function of the user's code is identified by named *parts* (``code``, ``defaults``,
+``kwdefaults``, ``closure <var>``, ``global <name>``, ``function <name>``); its identity is
+the digest of the sorted parts, so a report can say which part changed (``KeyMaker.manifest``).
+Code of the standard library and of installed packages (and expcache's own) is identified by
+qualified name only: the environment pins it, and walking it would tie keys to library
+internals and make them expensive.
+
+**Closure variables, globals and default values** follow one rule: a value with a canonical
+encoding is keyed by its content; a value known not to affect results -- a logger, a lock,
+condition, event, semaphore or barrier, a thread-local -- by its type (modules are keyed by
+name, classes and functions as below); anything else by its pickle when ``pickle_args`` is
+True or "warn", and otherwise it is a ``KeyEncodingError`` at the first call that names the
+variable (``global X of f()``, ``closure variable X of f()``).
+
+**Classes** of the user's code (module file outside the library paths, like functions) are
+keyed by qualified name plus a digest of their metaclass, bases, members (methods by their
+identity, class-level data by the rule above; dunder data such as ``__doc__`` or
+``__slotnames__`` is bookkeeping and skipped) and, for enums, their members' values. Other
+classes are keyed by qualified name. A class's digest is computed once per process (it is
+cached weakly per class), so the hit path never re-walks methods. Functions and classes that
+refer back to one being computed (recursion, a method naming its own class, mutual references)
+are written as a back-reference by name; a class digest that depended on a back-reference to
+something *outside* it is context-dependent and therefore not cached.
+"""
+
+from __future__ import annotations
+
+import dis
+import enum
+import functools
+import logging
+import os
+import sys
+import sysconfig
+import threading
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import encode as E
+from . import tags as T
+from .encode import Ctx, H, Q, Unencodable, encode, qualname, s
+
+__all__ = ["class_ref", "function_identity", "identity_parts", "is_library_file", "parts_digest"]
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: every Python class (and some C types) has it
+
+
+def _lib_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    found = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    # expcache itself: an editable install must key user code the way an installed one does.
+    found.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    found |= {os.path.realpath(p) for p in found}
+    return (*sorted(p.rstrip(os.sep) + os.sep for p in found), "<frozen")
+
+
+_LIB_PREFIXES = _lib_prefixes()
+
+
+def is_library_file(path: str) -> bool:
+    return path.startswith(_LIB_PREFIXES)
+
+
+def is_user_class(cls: type) -> bool:
+    """A Python class whose module is not a file of the library paths (a script, a notebook
+    cell, exec'd code and the user's own packages all count as the user's code)."""
+    if not cls.__flags__ & _HEAPTYPE:
+        return False
+    module = sys.modules.get(str(cls.__module__))
+    path = getattr(module, "__file__", None)
+    return not (isinstance(path, str) and is_library_file(path))
+
+
+# ---------------------------------------------------------------- frames (recursion)
+def _push(ctx: Ctx, obj: Any) -> int:
+    assert ctx.frames is not None and ctx.low is not None
+    depth = len(ctx.low)
+    ctx.frames[id(obj)] = depth
+    ctx.low.append(depth)
+    return depth
+
+
+def _pop(ctx: Ctx, obj: Any) -> int:
+    assert ctx.frames is not None and ctx.low is not None
+    del ctx.frames[id(obj)]
+    low = ctx.low.pop()
+    if ctx.low and low < ctx.low[-1]:
+        ctx.low[-1] = low
+    return low
+
+
+def _backref(ctx: Ctx, obj: Any) -> bool:
+    """Whether ``obj`` is being computed; if so the open frame now depends on it."""
+    assert ctx.frames is not None and ctx.low is not None
+    depth = ctx.frames.get(id(obj))
+    if depth is None:
+        return False
+    if depth < ctx.low[-1]:
+        ctx.low[-1] = depth
+    return True
+
+
+# ---------------------------------------------------------------- the variable rule
+def _harmless_types() -> tuple[type, ...]:
+    found: list[type] = [
+        logging.Logger,
+        logging.LoggerAdapter,
+        type(threading.Lock()),
+        type(threading.RLock()),
+        threading.Condition,
+        threading.Event,
+        threading.Semaphore,
+        threading.Barrier,
+        threading.local,
+    ]
+    sync = sys.modules.get("multiprocessing.synchronize")  # only if the user imported it
+    if sync is not None:
+        found += [sync.SemLock, sync.Condition, sync.Event, sync.Barrier]
+    return tuple(found)
+
+
+def encode_variable(value: Any, out: list[bytes], ctx: Ctx, where: str) -> None:
+    """The one rule for closure cells, globals, defaults and class data (module docstring)."""
+    sub: list[bytes] = []
+    try:
+        encode(value, sub, ctx.strict())
+    except Unencodable as first:
+        if isinstance(value, _harmless_types()):
+            out.append(T.TYPE_ONLY + s(qualname(type(value))))
+            return
+        if not ctx.pickle:
+            first.where = first.where or where
+            raise
+        sub = []
+        pickled = ctx.pickled
+        before = len(pickled) if pickled is not None else 0
+        try:
+            encode(value, sub, ctx)
+        except Unencodable as exc:
+            exc.where = exc.where or where
+            raise
+        if pickled is not None and len(pickled) > before:
+            del pickled[before:]
+            pickled.append(where)  # what a "warn" KeyMaker names in its one warning
+    out.extend(sub)
+
+
+# ---------------------------------------------------------------- code and functions
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+_NAMES: weakref.WeakKeyDictionary[types.CodeType, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Names the code (and its nested code) *loads* as globals: not attribute names, which
+    share ``co_names`` with them and would drag unrelated module globals into the key."""
+    found = _NAMES.get(code)
+    if found is None:
+        names: set[str] = set()
+        stack = [code]
+        while stack:
+            c = stack.pop()
+            names.update(i.argval for i in dis.get_instructions(c) if i.opname in _GLOBAL_OPS)
+            stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+        found = _NAMES[code] = tuple(sorted(names))
+    return found
+
+
+def _enc_code(code: types.CodeType, out: list[bytes], ctx: Ctx) -> None:
+    flags = (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags)
+    out.append(T.CODE + b"".join(Q(n) for n in flags) + Q(len(code.co_code)) + code.co_code)
+    table = getattr(code, "co_exceptiontable", b"")  # 3.11+: where exceptions are caught
+    out.append(Q(len(table)) + table)
+    for part in (code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars):
+        encode(part, out, ctx)
+    encode(code.co_consts, out, ctx)  # nested code objects recurse via the dispatch table
+
+
+def parts_digest(parts: dict[str, bytes]) -> bytes:
+    """The identity of named parts: equal parts <=> equal digest (names are sorted)."""
+    return H(b"".join(T.PART + s(name) + parts[name] for name in sorted(parts)))
+
+
+def _variable_digest(value: Any, ctx: Ctx, where: str) -> bytes:
+    sub: list[bytes] = []
+    encode_variable(value, sub, ctx, where)
+    return H(b"".join(sub))
+
+
+def function_parts(fn: types.FunctionType, ctx: Ctx) -> dict[str, bytes]:
+    """The named parts of a Python function (``ctx`` is a walk with ``fn`` on its frames)."""
+    code = fn.__code__
+    of = f"{fn.__qualname__}()"
+    head: list[bytes] = [s(qualname(fn))]
+    _enc_code(code, head, ctx)
+    parts = {"code": H(b"".join(head))}
+    defaults = fn.__defaults__ or ()
+    positional = code.co_varnames[: code.co_argcount]
+    names = positional[len(positional) - len(defaults) :]
+    sub: list[bytes] = [Q(len(defaults))]
+    for name, value in zip(names, defaults, strict=True):
+        encode_variable(value, sub, ctx, f"default of parameter {name} of {of}")
+    parts["defaults"] = H(b"".join(sub))
+    kw = fn.__kwdefaults__ or {}
+    sub = [Q(len(kw))]
+    for name in sorted(kw):
+        sub.append(s(name))
+        encode_variable(kw[name], sub, ctx, f"default of parameter {name} of {of}")
+    parts["kwdefaults"] = H(b"".join(sub))
+    for var, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True):
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # not assigned yet
+            parts[f"closure {var}"] = H(T.UNASSIGNED_CELL)
+            continue
+        parts[f"closure {var}"] = _variable_digest(contents, ctx, f"closure variable {var} of {of}")
+    g = fn.__globals__
+    for name in _global_names(code):
+        if name not in g:
+            continue  # a builtin, or not defined yet: absent parts are part of the identity
+        value = g[name]
+        if isinstance(value, types.FunctionType) and not is_library_file(
+            value.__code__.co_filename
+        ):
+            sub = []
+            _enc_function(value, sub, ctx)
+            parts[f"function {name}"] = H(b"".join(sub))
+        else:
+            parts[f"global {name}"] = _variable_digest(value, ctx, f"global {name} of {of}")
+    return parts
+
+
+def _enc_function(fn: types.FunctionType, out: list[bytes], ctx: Ctx) -> None:
+    name = s(qualname(fn))
+    if is_library_file(fn.__code__.co_filename):
+        out.append(T.NAMED_CALLABLE + name)
+        return
+    walk = ctx.walk()
+    if _backref(walk, fn):  # recursion (direct or mutual): a back-reference by name
+        out.append(T.FUNCTION_BACKREF + name)
+        return
+    _push(walk, fn)
+    try:
+        parts = function_parts(fn, walk)
+    finally:
+        _pop(walk, fn)
+    out.append(T.FUNCTION + name + parts_digest(parts))
+
+
+def _c_callable_name(obj: Any) -> str | None:
+    """Name of a C-implemented callable (builtins, ufuncs, numpy dispatchers, descriptors)."""
+    if isinstance(obj, np.ufunc):
+        return f"ufunc:{obj.__name__}:{','.join(obj.types)}"
+    if type(obj).__flags__ & _HEAPTYPE and getattr(obj, "__dict__", None):
+        return None  # a Python object (e.g. a decorator) that copied its function's name
+    qn = getattr(obj, "__qualname__", None)
+    if not isinstance(qn, str) or not callable(obj):
+        return None
+    owner = getattr(obj, "__objclass__", None) or getattr(obj, "__self__", None)
+    mod = getattr(obj, "__module__", None) or getattr(owner, "__module__", None)
+    return f"{E.module_name(mod)}.{qn}"
+
+
+def _enc_callable(fn: Any, out: list[bytes], ctx: Ctx) -> bool:
+    if isinstance(fn, types.FunctionType):
+        _enc_function(fn, out, ctx)
+    elif isinstance(fn, types.MethodType):
+        out.append(T.BOUND_METHOD)
+        E.encode_at(fn.__func__, out, ctx, ".__func__")
+        E.encode_at(fn.__self__, out, ctx, ".__self__")
+    elif isinstance(fn, functools.partial):
+        out.append(T.PARTIAL)
+        E.encode_at(fn.func, out, ctx, ".func")
+        E.encode_at(fn.args, out, ctx, ".args")
+        E.encode_at(fn.keywords, out, ctx, ".keywords")
+    elif (name := _c_callable_name(fn)) is not None:
+        out.append(T.NAMED_CALLABLE + s(name))
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+            E.encode_at(owner, out, ctx, ".__self__")  # e.g. a bound method of a C object
+    else:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- classes
+_CLASS_REFS: dict[bool, weakref.WeakKeyDictionary[type, bytes]] = {
+    False: weakref.WeakKeyDictionary(),
+    True: weakref.WeakKeyDictionary(),
+}
+_refs_get: dict[bool, Callable[[Any], bytes | None]] = {
+    mode: refs.data.get  # type: ignore[attr-defined]
+    for mode, refs in _CLASS_REFS.items()
+}
+_ref = weakref.ref
+_SKIPPED_MEMBERS = (
+    types.MemberDescriptorType,  # __slots__ entries: the layout, already in the instance
+    types.GetSetDescriptorType,  # __dict__/__weakref__
+    type(__import__("collections").namedtuple("_N", "a").a),  # namedtuple field getters
+)
+_MEMBER_FUNCS = (staticmethod, classmethod, property, functools.cached_property)
+
+
+def _member(value: Any) -> Any:
+    """Descriptors as plain values: the functions inside them, and which kind they are."""
+    if isinstance(value, (staticmethod, classmethod)):
+        return (type(value).__name__, value.__func__)
+    if isinstance(value, property):
+        return ("property", value.fget, value.fset, value.fdel)
+    if isinstance(value, functools.cached_property):
+        return ("cached_property", value.func)
+    return value
+
+
+def _is_skipped(name: str, value: Any, enum_names: frozenset[str]) -> bool:
+    if isinstance(value, _SKIPPED_MEMBERS) or name == "_abc_impl" or name in enum_names:
+        return True
+    if name[:2] == "__" == name[-2:]:  # dunder *data* is bookkeeping (__doc__, __slotnames__)
+        return not (callable(value) or isinstance(value, _MEMBER_FUNCS))
+    return bool(enum_names) and name[:1] == "_" == name[-1:]  # enum's _sunder_ names
+
+
+def _class_digest(cls: type, ctx: Ctx) -> bytes:
+    out: list[bytes] = []
+    of = cls.__qualname__
+    if type(cls) is not type:
+        out.append(class_ref(type(cls), ctx))
+    out.append(Q(len(cls.__bases__)))
+    out.extend(class_ref(base, ctx) for base in cls.__bases__)
+    members = getattr(cls, "__members__", None) if isinstance(cls, enum.EnumMeta) else None
+    enum_names = frozenset(members or ())
+    if members is not None:
+        out.append(Q(len(members)))
+        for name, member in members.items():
+            out.append(s(name))
+            encode_variable(member.value, out, ctx, f"value of {of}.{name}")
+    namespace = cls.__dict__
+    for name in sorted(namespace):
+        value = namespace[name]
+        if _is_skipped(name, value, enum_names):
+            continue
+        out.append(s(name))
+        encode_variable(_member(value), out, ctx, f"class attribute {name} of {of}")
+    return H(b"".join(out))
+
+
+def class_ref(cls: type, ctx: Ctx) -> bytes:
+    """How a class is written into a key: ``T`` + name, or ``C`` + name + content digest."""
+    found = _refs_get[ctx.pickle](_ref(cls))
+    if found is not None:
+        return found
+    name = s(qualname(cls))
+    if not is_user_class(cls):
+        found = T.TYPE_NAME + name
+        _CLASS_REFS[False][cls] = _CLASS_REFS[True][cls] = found
+        return found
+    walk = ctx.walk()
+    if _backref(walk, cls):
+        return T.CLASS_BACKREF + name
+    pickled = walk.pickled
+    assert pickled is not None
+    before = len(pickled)
+    depth = _push(walk, cls)
+    try:
+        found = T.CLASS + name + _class_digest(cls, walk)
+    finally:
+        low = _pop(walk, cls)
+    if low >= depth:  # depended on nothing outside itself: the same from any starting point
+        _CLASS_REFS[ctx.pickle][cls] = found
+        if len(pickled) == before:  # no pickle involved: valid with pickling on or off
+            _CLASS_REFS[not ctx.pickle][cls] = found
+    return found
+
+
+# ---------------------------------------------------------------- the wrapped callable
+def identity_parts(fn: Any, ctx: Ctx) -> dict[str, bytes]:
+    """The named parts of the callable a KeyMaker wraps; its own code is always walked."""
+    walk = ctx.walk()
+    if isinstance(fn, types.FunctionType):
+        if _backref(walk, fn):
+            return {"code": H(T.FUNCTION_BACKREF + s(qualname(fn)))}
+        _push(walk, fn)
+        try:
+            return function_parts(fn, walk)
+        finally:
+            _pop(walk, fn)
+    if isinstance(fn, types.MethodType):
+        parts = identity_parts(fn.__func__, walk)
+        parts["self"] = _at(fn.__self__, walk, ".__self__")
+    elif isinstance(fn, functools.partial):
+        parts = identity_parts(fn.func, walk)
+        parts["partial args"] = _at(fn.args, walk, ".args")
+        parts["partial keywords"] = _at(fn.keywords, walk, ".keywords")
+    elif isinstance(fn, type):
+        parts = {"code": H(class_ref(fn, walk))}
+    elif (name := _c_callable_name(fn)) is not None:
+        sub: list[bytes] = []
+        _enc_callable(fn, sub, walk)
+        parts = {"code": H(T.NAMED_CALLABLE + s(name) + b"".join(sub))}
+    elif not callable(fn):
+        raise Unencodable(fn, "is not callable")
+    elif getattr(type(fn), "__cache_key__", None) is None and hasattr(fn, "__wrapped__"):
+        parts = identity_parts(fn.__wrapped__, walk)
+        parts["wrapper"] = H(class_ref(type(fn), walk))
+    else:  # a callable instance: the code of its __call__ and the data it carries
+        parts = identity_parts(type(fn).__call__, walk)
+        parts["instance"] = _at(fn, walk, "")
+    return parts
+
+
+def _at(obj: Any, ctx: Ctx, segment: str) -> bytes:
+    sub: list[bytes] = []
+    E.encode_at(obj, sub, ctx, segment)
+    return H(b"".join(sub))
+
+
+def function_identity(fn: Any, ctx: Ctx) -> bytes:
+    return parts_digest(identity_parts(fn, ctx))
+
+
+E.hooks.class_ref = class_ref
+E.hooks.callable = _enc_callable
+E.DISPATCH[types.FunctionType] = _enc_function
+E.DISPATCH[types.CodeType] = _enc_code
