@@ -45,6 +45,7 @@ __all__ = [
     "DISPATCH",
     "Ctx",
     "Unencodable",
+    "Walk",
     "digest",
     "encode",
     "encode_at",
@@ -81,39 +82,51 @@ class Unencodable(Exception):
         self.where: str | None = None
 
 
+class Walk:
+    """The functions and classes whose identity is being computed (see ``identity``).
+
+    ``frames``: id -> depth of the open ones; ``low``: per open frame, the shallowest frame it
+    referred back to; ``open``: visited nodes not yet assigned to a cycle (Tarjan's stack);
+    ``cycle``: ids written by name only (the members of a cycle being made canonical).
+    """
+
+    __slots__ = ("cycle", "frames", "low", "open")
+
+    def __init__(self, cycle: frozenset[int] | None = None) -> None:
+        self.frames: dict[int, int] = {}
+        self.low: list[int] = []
+        self.open: list[Any] = []
+        self.cycle = cycle
+
+
 class Ctx:
     """What an encoding pass needs besides the value.
 
     ``pickle``: whether objects without a canonical encoding are keyed by their pickle.
     ``pickled``: None, or a list that records each pickled object (warn mode, class caching).
-    ``frames``/``low``: functions and classes whose identity is being computed (id -> depth),
-    and per open frame the shallowest frame it referred back to (see ``identity``). A context
-    without frames is immutable and shared by every call of a KeyMaker.
+    ``state``: a ``Walk`` while functions and classes are followed. A context without one is
+    immutable and shared by every call of a KeyMaker.
     """
 
-    __slots__ = ("frames", "low", "pickle", "pickled")
+    __slots__ = ("pickle", "pickled", "state")
 
     def __init__(
-        self,
-        pickle: bool,
-        pickled: list[str] | None = None,
-        frames: dict[int, int] | None = None,
-        low: list[int] | None = None,
+        self, pickle: bool, pickled: list[str] | None = None, state: Walk | None = None
     ) -> None:
         self.pickle = pickle
         self.pickled = pickled
-        self.frames = frames
-        self.low = low
+        self.state = state
 
-    def walk(self) -> Ctx:
-        """A context that can follow functions and classes (this one, if it already can)."""
-        if self.frames is not None:
+    def walk(self, cycle: frozenset[int] | None = None) -> Ctx:
+        """A context that follows functions and classes (this one, if it already does);
+        with ``cycle``, always a fresh walk."""
+        if self.state is not None and cycle is None:
             return self
-        return Ctx(self.pickle, self.pickled if self.pickled is not None else [], {}, [])
+        return Ctx(self.pickle, self.pickled if self.pickled is not None else [], Walk(cycle))
 
     def strict(self) -> Ctx:
         """The same walk with pickling off: first try at a closure variable or global."""
-        return self if not self.pickle else Ctx(False, self.pickled, self.frames, self.low)
+        return self if not self.pickle else Ctx(False, self.pickled, self.state)
 
 
 class _Hooks:

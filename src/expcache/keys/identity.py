@@ -21,8 +21,8 @@ identity, class-level data by the rule above; dunder data such as ``__doc__`` or
 classes are keyed by qualified name. A class's digest is computed once per process (it is
 cached weakly per class), so the hit path never re-walks methods. Functions and classes that
 refer back to one being computed (recursion, a method naming its own class, mutual references)
-are written as a back-reference by name; a class digest that depended on a back-reference to
-something *outside* it is context-dependent and therefore not cached.
+are written as a back-reference by name, and cycles are made independent of where the walk
+started (``graph``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import encode as E
+from . import graph
 from . import tags as T
 from .encode import Ctx, H, Q, Unencodable, encode, qualname, s
 
@@ -75,35 +76,6 @@ def is_user_class(cls: type) -> bool:
     module = sys.modules.get(str(cls.__module__))
     path = getattr(module, "__file__", None)
     return not (isinstance(path, str) and is_library_file(path))
-
-
-# ---------------------------------------------------------------- frames (recursion)
-def _push(ctx: Ctx, obj: Any) -> int:
-    assert ctx.frames is not None and ctx.low is not None
-    depth = len(ctx.low)
-    ctx.frames[id(obj)] = depth
-    ctx.low.append(depth)
-    return depth
-
-
-def _pop(ctx: Ctx, obj: Any) -> int:
-    assert ctx.frames is not None and ctx.low is not None
-    del ctx.frames[id(obj)]
-    low = ctx.low.pop()
-    if ctx.low and low < ctx.low[-1]:
-        ctx.low[-1] = low
-    return low
-
-
-def _backref(ctx: Ctx, obj: Any) -> bool:
-    """Whether ``obj`` is being computed; if so the open frame now depends on it."""
-    assert ctx.frames is not None and ctx.low is not None
-    depth = ctx.frames.get(id(obj))
-    if depth is None:
-        return False
-    if depth < ctx.low[-1]:
-        ctx.low[-1] = depth
-    return True
 
 
 # ---------------------------------------------------------------- the variable rule
@@ -235,21 +207,15 @@ def function_parts(fn: types.FunctionType, ctx: Ctx) -> dict[str, bytes]:
     return parts
 
 
+def _function_digest(fn: types.FunctionType, ctx: Ctx) -> bytes:
+    return parts_digest(function_parts(fn, ctx))
+
+
 def _enc_function(fn: types.FunctionType, out: list[bytes], ctx: Ctx) -> None:
-    name = s(qualname(fn))
     if is_library_file(fn.__code__.co_filename):
-        out.append(T.NAMED_CALLABLE + name)
+        out.append(T.NAMED_CALLABLE + s(qualname(fn)))
         return
-    walk = ctx.walk()
-    if _backref(walk, fn):  # recursion (direct or mutual): a back-reference by name
-        out.append(T.FUNCTION_BACKREF + name)
-        return
-    _push(walk, fn)
-    try:
-        parts = function_parts(fn, walk)
-    finally:
-        _pop(walk, fn)
-    out.append(T.FUNCTION + name + parts_digest(parts))
+    out.append(graph.node(fn, ctx, _FUNCTION, _kind).value)
 
 
 def _c_callable_name(obj: Any) -> str | None:
@@ -289,7 +255,13 @@ def _enc_callable(fn: Any, out: list[bytes], ctx: Ctx) -> bool:
 
 
 # ---------------------------------------------------------------- classes
+# Per pickle mode (a digest may contain a pickle): class -> its value in a key. Classes of a
+# cycle live apart, with the ids of the cycle's members (see graph.py).
 _CLASS_REFS: dict[bool, weakref.WeakKeyDictionary[type, bytes]] = {
+    False: weakref.WeakKeyDictionary(),
+    True: weakref.WeakKeyDictionary(),
+}
+_CYCLIC: dict[bool, weakref.WeakKeyDictionary[type, tuple[bytes, frozenset[int]]]] = {
     False: weakref.WeakKeyDictionary(),
     True: weakref.WeakKeyDictionary(),
 }
@@ -306,15 +278,26 @@ _SKIPPED_MEMBERS = (
 _MEMBER_FUNCS = (staticmethod, classmethod, property, functools.cached_property)
 
 
-def _member(value: Any) -> Any:
-    """Descriptors as plain values: the functions inside them, and which kind they are."""
+def _methods(value: Any) -> tuple[str, tuple[Any, ...]] | None:
+    """A member that holds functions: its kind and the functions (None: plain data)."""
+    if isinstance(value, types.FunctionType):
+        return ("function", (value,))
     if isinstance(value, (staticmethod, classmethod)):
-        return (type(value).__name__, value.__func__)
+        return (type(value).__name__, (value.__func__,))
     if isinstance(value, property):
-        return ("property", value.fget, value.fset, value.fdel)
+        return ("property", (value.fget, value.fset, value.fdel))
     if isinstance(value, functools.cached_property):
-        return ("cached_property", value.func)
-    return value
+        return ("cached_property", (value.func,))
+    return None
+
+
+def _enc_method(fn: Any, out: list[bytes], ctx: Ctx, where: str) -> None:
+    """A method is part of its class, not a node of its own: its references back to the class
+    are then a self-reference of the class (a cycle only when something else is involved)."""
+    if isinstance(fn, types.FunctionType) and not is_library_file(fn.__code__.co_filename):
+        out.append(T.FUNCTION + s(qualname(fn)) + _function_digest(fn, ctx))
+    else:
+        encode_variable(fn, out, ctx, where)
 
 
 def _is_skipped(name: str, value: Any, enum_names: frozenset[str]) -> bool:
@@ -345,7 +328,14 @@ def _class_digest(cls: type, ctx: Ctx) -> bytes:
         if _is_skipped(name, value, enum_names):
             continue
         out.append(s(name))
-        encode_variable(_member(value), out, ctx, f"class attribute {name} of {of}")
+        where = f"class attribute {name} of {of}"
+        methods = _methods(value)
+        if methods is None:
+            encode_variable(value, out, ctx, where)
+            continue
+        out.append(s(methods[0]))
+        for fn in methods[1]:
+            _enc_method(fn, out, ctx, where)
     return H(b"".join(out))
 
 
@@ -354,27 +344,39 @@ def class_ref(cls: type, ctx: Ctx) -> bytes:
     found = _refs_get[ctx.pickle](_ref(cls))
     if found is not None:
         return found
-    name = s(qualname(cls))
     if not is_user_class(cls):
-        found = T.TYPE_NAME + name
+        found = T.TYPE_NAME + s(qualname(cls))
         _CLASS_REFS[False][cls] = _CLASS_REFS[True][cls] = found
         return found
+    cyclic = _CYCLIC[ctx.pickle].get(cls)
+    st = ctx.state
+    if cyclic is not None and (
+        st is None
+        or (cyclic[1].isdisjoint(st.frames) and (st.cycle is None or id(cls) not in st.cycle))
+    ):
+        return cyclic[0]
     walk = ctx.walk()
-    if _backref(walk, cls):
-        return T.CLASS_BACKREF + name
     pickled = walk.pickled
     assert pickled is not None
     before = len(pickled)
-    depth = _push(walk, cls)
-    try:
-        found = T.CLASS + name + _class_digest(cls, walk)
-    finally:
-        low = _pop(walk, cls)
-    if low >= depth:  # depended on nothing outside itself: the same from any starting point
-        _CLASS_REFS[ctx.pickle][cls] = found
-        if len(pickled) == before:  # no pickle involved: valid with pickling on or off
-            _CLASS_REFS[not ctx.pickle][cls] = found
-    return found
+    result = graph.node(cls, walk, _CLASS, _kind)
+    if result.final:
+        modes = (ctx.pickle,) if len(pickled) > before else (False, True)  # pickle involved?
+        for mode in modes:
+            if not result.members:
+                _CLASS_REFS[mode][cls] = result.value
+            for member, value in zip(result.members, result.refs, strict=True):
+                if isinstance(member, type):
+                    _CYCLIC[mode][member] = (value, result.ids)
+    return result.value
+
+
+_CLASS = graph.Kind(T.CLASS, T.CLASS_BACKREF, _class_digest)
+_FUNCTION = graph.Kind(T.FUNCTION, T.FUNCTION_BACKREF, _function_digest)
+
+
+def _kind(obj: Any) -> graph.Kind:
+    return _CLASS if isinstance(obj, type) else _FUNCTION
 
 
 # ---------------------------------------------------------------- the wrapped callable
@@ -382,13 +384,11 @@ def identity_parts(fn: Any, ctx: Ctx) -> dict[str, bytes]:
     """The named parts of the callable a KeyMaker wraps; its own code is always walked."""
     walk = ctx.walk()
     if isinstance(fn, types.FunctionType):
-        if _backref(walk, fn):
-            return {"code": H(T.FUNCTION_BACKREF + s(qualname(fn)))}
-        _push(walk, fn)
+        mark = graph.enter(walk, fn)
         try:
             return function_parts(fn, walk)
         finally:
-            _pop(walk, fn)
+            graph.leave(walk, fn, mark)
     if isinstance(fn, types.MethodType):
         parts = identity_parts(fn.__func__, walk)
         parts["self"] = _at(fn.__self__, walk, ".__self__")

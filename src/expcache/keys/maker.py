@@ -147,7 +147,7 @@ class KeyMaker:
         if self.signature is not None:
             parts["signature"] = H(T.BYTES + Q(len(self.signature)) + self.signature)
         else:
-            ctx = Ctx(bool(self.pickle_args), [], {}, [])
+            ctx = Ctx(bool(self.pickle_args), []).walk()
             context = f"function {self._name}()"
             try:
                 parts.update(identity_parts(self.fn, ctx))
