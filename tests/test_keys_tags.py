@@ -21,7 +21,7 @@ from expcache.keys import encode as E
 from expcache.keys import tags
 
 KEYS_DIR = Path(E.__file__).parent
-ENCODERS = ("encode.py", "identity.py", "maker.py", "bind.py", "format.py", "__init__.py")
+ENCODERS = tuple(p.name for p in sorted(KEYS_DIR.glob("*.py")) if p.name != "tags.py")
 TABLE = tags.table()
 
 

@@ -20,8 +20,7 @@ import pytest
 
 from expcache import Memoized, MemoryBackend, register_encoder
 from expcache.errors import ConfigError, KeyEncodingError
-from expcache.keys import KeyMaker, fingerprint
-from expcache.keys import encode as E
+from expcache.keys import KeyMaker, fingerprint, objects
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +156,7 @@ def registry() -> Iterator[list[type]]:
     registered: list[type] = []
     yield registered
     for t in registered:
-        E._unregister(t)
+        objects._unregister(t)
 
 
 def test_a_registered_encoder_keys_a_third_party_class(registry: list[type]) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 from ..errors import KeyEncodingError
 from . import encode as _encode
 from . import identity as _identity
-from .encode import Ctx, H, Unencodable, register_encoder
+from . import numeric as _numeric  # noqa: F401 - installs the numpy and pandas encoders
+from .encode import Ctx, H, Unencodable
 from .format import (
     ARGS_LIMIT,
     ARGS_TRUNCATED,
@@ -34,6 +35,7 @@ from .format import (
 )
 from .identity import parts_digest
 from .maker import ARG_HINT, FN_HINT, KeyMaker, PickleArgs, default_label, describe_failure
+from .objects import register_encoder
 
 __all__ = [
     "ARGS_LIMIT",

@@ -6,21 +6,20 @@ machines or ``PYTHONHASHSEED`` values, so nothing here uses ``hash()``, ``id()``
 whose iteration order is not part of their value (dict, set) are written in a sorted order;
 OrderedDict keeps its order because it is part of its value.
 
-Encoding is a dict lookup on the exact type (``DISPATCH``) and, for every other type, one
-resolution per type cached in a ``WeakKeyDictionary`` (a class defined in a loop is not kept
-alive). Classes and callables are written by ``identity`` (it installs itself into ``hooks``):
-this module only knows that a class is written as a *reference*. Reference cycles and absurd
-nesting surface as ``RecursionError``; the caller reports them (no per-container bookkeeping
-on the hit path).
+This module holds the core: scalars and containers, the dispatch table (``DISPATCH``, exact
+type -> encoder) and, for every other type, one resolution per type cached in a
+``WeakKeyDictionary`` (a class defined in a loop is not kept alive). The other modules plug
+in: ``objects`` (instances, the resolution order, ``register_encoder``), ``numeric`` (numpy,
+pandas), ``identity`` (functions, and classes as references through ``hooks``). Reference
+cycles and absurd nesting surface as ``RecursionError``; the caller reports them (no
+per-container bookkeeping on the hit path).
 """
 
 from __future__ import annotations
 
 import array
-import dataclasses
 import datetime as dt
 import decimal
-import enum
 import fractions
 import pathlib
 import pickle
@@ -31,14 +30,13 @@ import sys
 import types
 import uuid
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import xxhash
 
-from ..errors import ConfigError
 from . import tags as T
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
     "fallback",
     "hooks",
     "qualname",
-    "register_encoder",
     "s",
 ]
 
@@ -62,7 +59,7 @@ Q = struct.Struct("<Q").pack
 _q = struct.Struct("<q").pack
 _D = struct.Struct("<d").pack
 _NAN = _D(float("nan"))  # every NaN (any sign or payload) is written as this one
-_PTR = struct.calcsize("P")
+
 _BIG_ENDIAN = sys.byteorder == "big"
 Enc = Callable[[Any, list[bytes], "Ctx"], None]
 
@@ -135,6 +132,7 @@ class _Hooks:
     def __init__(self) -> None:
         self.class_ref: Callable[[type, Ctx], bytes] = lambda t, ctx: T.TYPE_NAME + s(qualname(t))
         self.callable: Callable[[Any, list[bytes], Ctx], bool] = lambda obj, out, ctx: False
+        self.resolve: Callable[[type], Enc] = lambda t: _unknown  # objects.py: the real one
 
 
 hooks = _Hooks()
@@ -350,311 +348,22 @@ def _tagged(tag: bytes, text: Callable[[Any], str]) -> Enc:
     return lambda x, out, ctx: out.append(tag + s(text(x)))
 
 
-# ---------------------------------------------------------------- numpy
-_ARRAY_HEADS: dict[np.dtype[Any], bytes] = {}  # dtype -> header, for plain little-endian dtypes
-
-
-def _enc_ndarray(a: np.ndarray[Any, Any], out: list[bytes], ctx: Ctx) -> None:
-    head = _ARRAY_HEADS.get(a.dtype)
-    if head is None:
-        dtype = a.dtype
-        if dtype.hasobject or dtype.fields is not None or dtype.kind == "T":
-            # Object/structured/StringDType buffers hold pointers or padding: go element-wise.
-            spec = dtype.str if dtype.fields is None else repr(dtype.descr)
-            out.append(T.OBJECT_ARRAY + s(spec) + Q(a.ndim) + b"".join(Q(n) for n in a.shape))
-            _enc_list(a.ravel().tolist(), out, ctx)
-            return
-        if dtype.kind in "fc" and dtype.itemsize > (8 if dtype.kind == "f" else 16):
-            raise Unencodable(a, "is long double: its padding bytes are undefined; use float64")
-        if dtype.byteorder == ">" or (dtype.byteorder == "=" and _BIG_ENDIAN):
-            a = a.astype(dtype.newbyteorder("<"))  # one byte order: keys agree across machines
-            dtype = a.dtype
-        head = _ARRAY_HEADS.setdefault(dtype, T.ARRAY + s(dtype.str))
-    if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)  # F-order and strided views hash like their C copy
-    try:
-        d = H(a)
-    except (BufferError, TypeError, ValueError):  # dtypes without a buffer format
-        d = H(a.reshape(-1).view(np.uint8))
-    out.append(head + Q(a.ndim) + b"".join(Q(n) for n in a.shape) + d)
-
-
-def _enc_ndarray_sub(a: np.ndarray[Any, Any], out: list[bytes], ctx: Ctx) -> None:
-    if isinstance(a, np.ma.MaskedArray):
-        mask = np.broadcast_to(np.asarray(a.mask, dtype=bool), a.shape)
-        out.append(T.MASKED_ARRAY)
-        _enc_ndarray(np.where(mask, np.zeros((), a.dtype), a.data), out, ctx)
-        _enc_ndarray(mask, out, ctx)
-    elif isinstance(a, (np.memmap, np.matrix)):
-        out.append(T.NDARRAY_SUBCLASS + s(qualname(type(a))))
-        _enc_ndarray(np.asarray(a), out, ctx)
-    else:  # unknown subclasses may carry state outside the buffer (units, metadata)
-        fallback(a, out, ctx, "is an ndarray subclass with possible extra state")
-
-
-def _numpy_scalar_encoder(t: type) -> Enc:
-    """Scalars of the types Python itself has key like the Python value; others keep dtype."""
-    if issubclass(t, np.bool_):
-        return lambda x, out, ctx: out.append(T.TRUE if x else T.FALSE)
-    if issubclass(t, np.integer):
-        return lambda x, out, ctx: _enc_int(int(x), out, ctx)
-    for np_t, py_t in ((np.float64, float), (np.complex128, complex), (np.str_, str)):
-        if issubclass(t, np_t):
-            return DISPATCH[py_t]
-    if issubclass(t, np.bytes_):
-        return DISPATCH[bytes]
-
-    def other(x: Any, out: list[bytes], ctx: Ctx) -> None:  # float32, datetime64, ...
-        out.append(T.NUMPY_SCALAR)
-        _enc_ndarray(np.asarray(x), out, ctx)
-
-    return other
-
-
-def _enc_seed_sequence(x: Any, out: list[bytes], ctx: Ctx) -> None:
-    entropy = x.entropy
-    if entropy is not None and not isinstance(entropy, int):
-        entropy = tuple(int(e) for e in np.asarray(entropy).ravel())
-    out.append(T.SEED_SEQUENCE)
-    encode((entropy, tuple(int(k) for k in x.spawn_key), int(x.pool_size)), out, ctx)
-    _enc_int(int(x.n_children_spawned), out, ctx)
-
-
-def _enc_bit_generator(x: Any, out: list[bytes], ctx: Ctx) -> None:
-    out.append(T.BIT_GENERATOR + s(qualname(type(x))))
-    encode(x.state, out, ctx)
-    seq = getattr(x, "seed_seq", None) or getattr(x, "_seed_seq", None)  # decides spawn()
-    encode(seq if isinstance(seq, np.random.SeedSequence) else None, out, ctx)
-
-
-def _enc_generator(x: Any, out: list[bytes], ctx: Ctx) -> None:
-    out.append(T.GENERATOR + s(qualname(type(x))))
-    _enc_bit_generator(x.bit_generator, out, ctx)
-
-
-def _enc_random_state(x: Any, out: list[bytes], ctx: Ctx) -> None:
-    out.append(T.RANDOM_STATE + s(qualname(type(x))))
-    encode(x.get_state(legacy=False), out, ctx)
-
-
-# ---------------------------------------------------------------- objects
-def _enc_type(x: type, out: list[bytes], ctx: Ctx) -> None:
-    out.append(hooks.class_ref(x, ctx))
-
-
-def _enc_cache_key(obj: Any, out: list[bytes], ctx: Ctx) -> None:
-    out.append(T.CACHE_KEY + hooks.class_ref(type(obj), ctx))
-    encode_at(obj.__cache_key__(), out, ctx, ".__cache_key__()")
-
-
-def _enc_enum(obj: enum.Enum, out: list[bytes], ctx: Ctx) -> None:
-    out.append(T.ENUM + hooks.class_ref(type(obj), ctx))
-    name = obj.name  # None for a composite flag before Python 3.11: then its value
-    encode(obj.value if name is None else name, out, ctx)
-
-
-def _dataclass_encoder(t: type) -> Enc:
-    names = tuple(f.name for f in dataclasses.fields(t))
-    heads = tuple(s(n) for n in names)
-    count = Q(len(names))
-
-    def enc(obj: Any, out: list[bytes], ctx: Ctx) -> None:  # must not capture t (weak cache)
-        out.append(T.DATACLASS + hooks.class_ref(type(obj), ctx) + count)
-        for name, head in zip(names, heads, strict=True):
-            out.append(head)
-            encode_at(getattr(obj, name), out, ctx, f".{name}")
-
-    return enc
-
-
-def _annotation(obj: Any, out: list[bytes], ctx: Ctx) -> None:
-    """typing constructs (dataclass field types, generated methods' annotations): their origin
-    and arguments; a construct without them by its repr (``typing.Any``, a TypeVar)."""
-    out.append(T.ANNOTATION)
-    origin = getattr(obj, "__origin__", None)
-    args = getattr(obj, "__args__", None)
-    if origin is None and args is None:
-        encode(repr(obj), out, ctx)
-        return
-    encode(type(obj) if origin is None else origin, out, ctx)
-    encode(tuple(args or ()), out, ctx)
-
-
-def _is_annotation(t: type) -> bool:
-    return t.__module__ == "typing" or issubclass(t, (types.GenericAlias, types.UnionType))
-
-
-def _is_stateless(obj: Any) -> bool:
-    """An instance with no attributes and no C-level fields (its layout is object's plus at
-    most the dict/weakref pointers) is fully described by its class, like an enum member.
-    Checking the layout, not how the class was defined, is what rules out locks and files."""
-    t = type(obj)
-    extra = t.__basicsize__ - object.__basicsize__
-    extra -= _PTR * ((t.__weakrefoffset__ > 0) + (t.__dictoffset__ > 0))
-    return extra == 0 and not getattr(obj, "__dict__", None)
-
-
-def _enc_pandas(obj: Any, out: list[bytes], ctx: Ctx, pd: Any) -> bool:
-    """Only reached when the user already imported pandas; we never import it ourselves."""
-
-    def values(x: Any) -> None:
-        out.append(s(str(x.dtype)))
-        cats = getattr(x.dtype, "categories", None)
-        if cats is not None:
-            encode((cats.to_numpy(), bool(x.dtype.ordered)), out, ctx)
-        encode(x.to_numpy(), out, ctx)
-
-    if isinstance(obj, pd.DataFrame):
-        out.append(T.DATAFRAME + Q(obj.shape[1]))
-        encode_at(obj.columns, out, ctx, ".columns")
-        encode_at(obj.index, out, ctx, ".index")
-        for i in range(obj.shape[1]):
-            values(obj.iloc[:, i])
-    elif isinstance(obj, pd.Series):
-        out.append(T.SERIES)
-        encode_at((obj.name, obj.index), out, ctx, ".index")
-        values(obj)
-    elif isinstance(obj, pd.Index):
-        out.append(T.PANDAS_INDEX)
-        encode(list(obj.names), out, ctx)
-        values(obj)
-    elif obj is pd.NaT or obj is pd.NA:
-        out.append(T.PANDAS_MISSING + s(repr(obj)))
-    elif isinstance(obj, (pd.Timestamp, pd.Timedelta)):
-        tz = str(getattr(obj, "tz", None))
-        out.append(T.PANDAS_TIME + s(qualname(type(obj))) + s(obj.isoformat()) + s(tz))
-    else:
-        return False
-    return True
-
-
-# Subclasses of these without instance state key as their base (OrderedDict before dict).
-_BUILTIN_BASES = (tuple, list, OrderedDict, dict, set, frozenset, str, bytes, int, float, complex)
-
-
-def _enc_object(obj: Any, out: list[bytes], ctx: Ctx) -> None:
-    """Types with no encoder of their own: decided per object."""
-    t = type(obj)
-    pd = sys.modules.get("pandas")
-    if pd is not None and t.__module__.startswith("pandas") and _enc_pandas(obj, out, ctx, pd):
-        return
-    if hooks.callable(obj, out, ctx):
-        return
-    if callable(getattr(obj, "get_params", None)) and callable(getattr(obj, "fit", None)):
-        state = getattr(obj, "__dict__", {})
-        fitted = sorted(k for k in state if k.endswith("_") and not k.startswith("_"))
-        if fitted:
-            fallback(obj, out, ctx, f"is a fitted estimator ({fitted[0]!r} is not in get_params)")
-            return
-        out.append(T.ESTIMATOR + hooks.class_ref(t, ctx))
-        encode_at(obj.get_params(deep=False), out, ctx, ".get_params()")
-    elif isinstance(obj, _BUILTIN_BASES) and not getattr(obj, "__dict__", None):
-        base = next(b for b in t.__mro__ if b in _BUILTIN_BASES)
-        out.append(T.BUILTIN_SUBCLASS + hooks.class_ref(t, ctx))
-        DISPATCH[base](obj, out, ctx)
-        if isinstance(obj, defaultdict):
-            encode_at(obj.default_factory, out, ctx, ".default_factory")
-    elif isinstance(obj, pathlib.PurePath):
-        out.append(T.PATH + s(t.__name__) + s(str(obj)))
-    elif callable(obj) and hasattr(obj, "__wrapped__"):
-        out.append(T.WRAPPED)  # a decorator object (e.g. a memoized function): what it wraps
-        encode_at(obj.__wrapped__, out, ctx, ".__wrapped__")
-    elif _is_stateless(obj):
-        out.append(T.STATELESS + hooks.class_ref(t, ctx))
-    else:
-        fallback(obj, out, ctx, "has no canonical encoding")
-
-
-# ---------------------------------------------------------------- resolution and registry
-_REGISTRY: dict[type, Callable[[Any], Any]] = {}
 _RESOLVED: weakref.WeakKeyDictionary[type, Enc] = weakref.WeakKeyDictionary()
 # Keyed by weakref.ref(type): reading the dict itself skips a Python-level call per value.
 _resolved_get: Callable[[Any], Enc | None] = _RESOLVED.data.get  # type: ignore[attr-defined]
 _ref = weakref.ref
 
 
-def _registered(fn: Callable[[Any], Any], name: str) -> Enc:
-    head = T.REGISTERED + s(name)
-
-    def enc(obj: Any, out: list[bytes], ctx: Ctx) -> None:
-        try:
-            stand_in = fn(obj)
-        except Exception as exc:
-            raise Unencodable(obj, f"made its registered encoder raise {exc!r}") from None
-        out.append(head)
-        encode_at(stand_in, out, ctx, " (registered encoder's value)")
-
-    return enc
-
-
-def _resolve(t: type) -> Enc:
-    for base in t.__mro__[1:]:
-        if base in _REGISTRY:
-            return _registered(_REGISTRY[base], qualname(t))
-    if getattr(t, "__cache_key__", None) is not None:
-        return _enc_cache_key
-    if issubclass(t, type):
-        return _enc_type
-    if issubclass(t, enum.Enum):
-        return _enc_enum
-    if issubclass(t, np.generic):
-        return _numpy_scalar_encoder(t)
-    if issubclass(t, np.ndarray):
-        return _enc_ndarray_sub
-    random = np.random
-    for base, enc in (
-        (random.SeedSequence, _enc_seed_sequence),
-        (random.BitGenerator, _enc_bit_generator),
-        (random.Generator, _enc_generator),
-        (random.RandomState, _enc_random_state),
-    ):
-        if issubclass(t, base):
-            return enc
-    if dataclasses.is_dataclass(t):
-        return _dataclass_encoder(t)
-    if _is_annotation(t):
-        return _annotation
-    return _enc_object
+def _unknown(obj: Any, out: list[bytes], ctx: Ctx) -> None:
+    fallback(obj, out, ctx, "has no canonical encoding")
 
 
 def encode_other(obj: Any, out: list[bytes], ctx: Ctx) -> None:
     t = type(obj)
     enc = _resolved_get(_ref(t))
     if enc is None:
-        enc = _RESOLVED[t] = _resolve(t)
+        enc = _RESOLVED[t] = hooks.resolve(t)
     enc(obj, out, ctx)
-
-
-def register_encoder(type_: type, fn: Callable[[Any], Any]) -> None:
-    """Key instances of ``type_`` (and, failing an exact match, of its subclasses) by
-    ``fn(obj)``: a stand-in value that expcache can encode (a tuple of fields, an array...).
-
-    The key holds a tag and the instance's qualified type name before the stand-in, so two
-    types whose stand-ins are equal still key apart. Registering a type again replaces its
-    encoder. Types expcache encodes itself (int, dict, ndarray...) cannot be re-registered:
-    that would silently change the keys of every function.
-    """
-    if not isinstance(type_, type):
-        raise ConfigError(param="type", value=type_, expected="a class")
-    if not callable(fn):
-        raise ConfigError(param="fn", value=fn, expected="a callable: obj -> encodable value")
-    if type_ in DISPATCH and type_ not in _REGISTRY:
-        raise ConfigError(
-            param="type",
-            value=type_,
-            expected="a class expcache has no built-in encoding for",
-            hint="wrap the values in a class of your own, or give it a __cache_key__() method",
-        )
-    _REGISTRY[type_] = fn
-    DISPATCH[type_] = _registered(fn, qualname(type_))
-    _RESOLVED.clear()  # subclasses may resolve to it now
-
-
-def _unregister(type_: type) -> None:
-    """For tests: forget a registration."""
-    if _REGISTRY.pop(type_, None) is not None:
-        del DISPATCH[type_]
-        _RESOLVED.clear()
 
 
 _enc_tuple = _seq_enc(T.TUPLE)
@@ -675,10 +384,8 @@ DISPATCH: dict[type, Enc] = {
     OrderedDict: _enc_ordered_dict,
     set: _set_enc(T.SET, T.INT_SET),
     frozenset: _set_enc(T.FROZENSET, T.INT_FROZENSET),
-    np.ndarray: _enc_ndarray,
     type(...): _const(T.ELLIPSIS),
     type(NotImplemented): _const(T.NOT_IMPLEMENTED),
-    type: _enc_type,
     types.ModuleType: _tagged(T.MODULE, lambda m: module_name(m.__name__)),
     range: _enc_range,
     slice: _enc_slice,
@@ -695,21 +402,3 @@ DISPATCH: dict[type, Enc] = {
 }
 for _p in (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath):
     DISPATCH[_p] = lambda x, out, ctx: out.append(T.PATH + s(type(x).__name__) + s(str(x)))
-for _n in (
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-    np.longlong, np.ulonglong, np.float16, np.float32, np.float64, np.longdouble,
-    np.complex64, np.complex128, np.clongdouble, np.str_, np.bytes_, np.datetime64,
-    np.timedelta64,
-):  # fmt: skip
-    DISPATCH[_n] = _numpy_scalar_encoder(_n)
-for _r, _e in (
-    (np.random.SeedSequence, _enc_seed_sequence),
-    (np.random.Generator, _enc_generator),
-    (np.random.RandomState, _enc_random_state),
-    (np.random.PCG64, _enc_bit_generator),
-    (np.random.PCG64DXSM, _enc_bit_generator),
-    (np.random.MT19937, _enc_bit_generator),
-    (np.random.Philox, _enc_bit_generator),
-    (np.random.SFC64, _enc_bit_generator),
-):
-    DISPATCH[_r] = _e

@@ -40,12 +40,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from . import encode as E
 from . import graph
 from . import tags as T
 from .encode import Ctx, H, Q, Unencodable, encode, qualname, s
+from .objects import _c_callable_name, _enc_callable
 
 __all__ = ["class_ref", "function_identity", "identity_parts", "is_library_file", "parts_digest"]
 
@@ -218,42 +217,6 @@ def _enc_function(fn: types.FunctionType, out: list[bytes], ctx: Ctx) -> None:
     out.append(graph.node(fn, ctx, _FUNCTION, _kind).value)
 
 
-def _c_callable_name(obj: Any) -> str | None:
-    """Name of a C-implemented callable (builtins, ufuncs, numpy dispatchers, descriptors)."""
-    if isinstance(obj, np.ufunc):
-        return f"ufunc:{obj.__name__}:{','.join(obj.types)}"
-    if type(obj).__flags__ & _HEAPTYPE and getattr(obj, "__dict__", None):
-        return None  # a Python object (e.g. a decorator) that copied its function's name
-    qn = getattr(obj, "__qualname__", None)
-    if not isinstance(qn, str) or not callable(obj):
-        return None
-    owner = getattr(obj, "__objclass__", None) or getattr(obj, "__self__", None)
-    mod = getattr(obj, "__module__", None) or getattr(owner, "__module__", None)
-    return f"{E.module_name(mod)}.{qn}"
-
-
-def _enc_callable(fn: Any, out: list[bytes], ctx: Ctx) -> bool:
-    if isinstance(fn, types.FunctionType):
-        _enc_function(fn, out, ctx)
-    elif isinstance(fn, types.MethodType):
-        out.append(T.BOUND_METHOD)
-        E.encode_at(fn.__func__, out, ctx, ".__func__")
-        E.encode_at(fn.__self__, out, ctx, ".__self__")
-    elif isinstance(fn, functools.partial):
-        out.append(T.PARTIAL)
-        E.encode_at(fn.func, out, ctx, ".func")
-        E.encode_at(fn.args, out, ctx, ".args")
-        E.encode_at(fn.keywords, out, ctx, ".keywords")
-    elif (name := _c_callable_name(fn)) is not None:
-        out.append(T.NAMED_CALLABLE + s(name))
-        owner = getattr(fn, "__self__", None)
-        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
-            E.encode_at(owner, out, ctx, ".__self__")  # e.g. a bound method of a C object
-    else:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------- classes
 # Per pickle mode (a digest may contain a pickle): class -> its value in a key. Classes of a
 # cycle live apart, with the ids of the cycle's members (see graph.py).
@@ -424,6 +387,5 @@ def function_identity(fn: Any, ctx: Ctx) -> bytes:
 
 
 E.hooks.class_ref = class_ref
-E.hooks.callable = _enc_callable
 E.DISPATCH[types.FunctionType] = _enc_function
 E.DISPATCH[types.CodeType] = _enc_code
