@@ -108,6 +108,18 @@ def test_pickle_args_true_is_silent_and_warn_warns_once_per_argument() -> None:
     assert loud((Opaque(1),), {}) != loud((Opaque(2),), {})
 
 
+def test_pickle_args_warn_names_varargs_and_varkw_apart() -> None:
+    km = KeyMaker(map_reduce_job, pickle_args="warn")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        km((Opaque(1),), {"k": Opaque(2)})
+    names = [str(w.message).split(" has ")[0] for w in seen]
+    assert names == [
+        "expcache: argument 'args' of map_reduce_job()",
+        "expcache: argument 'kwargs' of map_reduce_job()",
+    ]
+
+
 def test_pickle_args_warn_names_a_pickled_global() -> None:
     f = build("def f(x):\n    return CLIENT.v + x\n", CLIENT=Opaque(1))
     with pytest.warns(UserWarning, match=r"global CLIENT of f\(\)"):

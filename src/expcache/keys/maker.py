@@ -222,21 +222,29 @@ class KeyMaker:
         return bytes.fromhex(self(args, kwargs)[len(self.prefix) :])
 
     def _encode_tail(
-        self, extra: tuple[Any, ...], extra_kw: dict[str, Any], out: list[bytes], ctx: Ctx
+        self,
+        extra: tuple[Any, ...],
+        extra_kw: dict[str, Any],
+        out: list[bytes],
+        ctx: Ctx,
+        pickled: list[str] | None = None,
     ) -> None:
+        """``*args`` then ``**kwargs``; with ``pickled`` (warn mode), warn after each."""
         b = self._binder
-        if b.keep_varargs:
+        for keep, where, tag, value, kind in (
+            (b.keep_varargs, -2, T.VAR_POSITIONAL, extra, tuple),
+            (b.keep_varkw, -3, T.VAR_KEYWORD, extra_kw, dict),
+        ):
+            if not keep:
+                continue
             try:
-                out.append(T.VAR_POSITIONAL)
-                DISPATCH[tuple](extra, out, ctx)
+                out.append(tag)
+                DISPATCH[kind](value, out, ctx)
             except Unencodable as exc:
-                raise self._arg_error(exc, -2) from None
-        if b.keep_varkw:
-            try:
-                out.append(T.VAR_KEYWORD)
-                DISPATCH[dict](extra_kw, out, ctx)
-            except Unencodable as exc:
-                raise self._arg_error(exc, -3) from None
+                raise self._arg_error(exc, where) from None
+            if pickled:
+                self._warn_pickled(f"argument {self._param(where)!r} of {self._name}()")
+                pickled.clear()
 
     def _stream_warn(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
         """The same bytes as ``__call__``, noting which arguments had to be pickled."""
@@ -255,10 +263,7 @@ class KeyMaker:
                     self._warn_pickled(f"argument {name!r} of {self._name}()")
                     pickled.clear()
             if self._tail:
-                self._encode_tail(extra, extra_kw, out, ctx)
-                if pickled:
-                    b = self._binder
-                    self._warn_pickled(f"argument {b.varargs!r} or {b.varkw!r} of {self._name}()")
+                self._encode_tail(extra, extra_kw, out, ctx, pickled)
         except Unencodable as exc:
             raise self._arg_error(exc, where) from None
         except RecursionError:
@@ -270,11 +275,11 @@ class KeyMaker:
         b = self._binder
         if where >= 0:
             return b.names[where]
+        if where == -1:  # somewhere in the extra arguments
+            return "/".join(str(n) for n in (b.varargs, b.varkw) if n)
         return str(b.varargs if where == -2 else b.varkw)
 
-    def _arg_error(self, exc: Unencodable | KeyEncodingError, where: int) -> KeyEncodingError:
-        if isinstance(exc, KeyEncodingError):
-            return exc
+    def _arg_error(self, exc: Unencodable, where: int) -> KeyEncodingError:
         name = self._param(where)
         if self.method and where == 0:
             return describe_failure(exc, name, f"'self' of method {self._name}()", _SELF_HINT)
