@@ -44,12 +44,9 @@ from . import encode as E
 from . import graph
 from . import tags as T
 from .encode import Ctx, H, Q, Unencodable, encode, qualname, s
-from .objects import _c_callable_name, _enc_callable
+from .objects import _HEAPTYPE, _c_callable_name, _enc_callable
 
 __all__ = ["class_ref", "function_identity", "identity_parts", "is_library_file", "parts_digest"]
-
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: every Python class (and some C types) has it
-
 
 def _lib_prefixes() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
@@ -361,10 +358,10 @@ def identity_parts(fn: Any, ctx: Ctx) -> dict[str, bytes]:
         parts["partial keywords"] = _at(fn.keywords, walk, ".keywords")
     elif isinstance(fn, type):
         parts = {"code": H(class_ref(fn, walk))}
-    elif (name := _c_callable_name(fn)) is not None:
+    elif _c_callable_name(fn) is not None:
         sub: list[bytes] = []
-        _enc_callable(fn, sub, walk)
-        parts = {"code": H(T.NAMED_CALLABLE + s(name) + b"".join(sub))}
+        _enc_callable(fn, sub, walk)  # its name (and a C object's bound self)
+        parts = {"code": H(b"".join(sub))}
     elif not callable(fn):
         raise Unencodable(fn, "is not callable")
     elif getattr(type(fn), "__cache_key__", None) is None and hasattr(fn, "__wrapped__"):
