@@ -57,7 +57,7 @@ def describe_failure(exc: Unencodable, name: str, context: str, hint: str) -> Ke
     if exc.where is not None:
         at = f" at {path}" if path else ""
         subject = f"{exc.type_name} object{at} in {exc.where}"
-        hint = _VAR_HINT if hint in (ARG_HINT, FN_HINT) else hint
+        hint = _VAR_HINT if hint == FN_HINT else hint  # an argument keeps its own fixes
     else:
         subject = f"{exc.type_name} object" + (f" at {name}{path}" if path else "")
     return KeyEncodingError(
