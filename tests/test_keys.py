@@ -67,16 +67,22 @@ GOLDEN_VALUES: dict[str, tuple[Any, str]] = {
     "bytes": (b"\x00\xff", "2ef110daabe16e5082ff6346129aed8c"),
     "tuple": ((1, "a"), "f30f7a978b13715c6e2e9eb0ee14cea5"),
     "list": ([1, "a"], "2791277a5739da5f59e111b56fc2c93b"),
-    "dict": ({"b": [1, 2.5], "a": (None, True)}, "109a9bfa428d035da1158abc2e91c0be"),
-    "set": ({3, 1, 2}, "3203aff5e12dc0cfc34a04fb68f79a66"),
+    "dict": ({"b": [1, 2.5], "a": (None, True)}, "a3c15a25028d0e4caf608068fd5d9472"),
+    "set": ({3, 1, 2}, "a708c6916bf10d3b61bd732ecd54b642"),
     "frozenset": (frozenset({"x", "y"}), "9be1c0061861b4cfcae16cdc525849df"),
     "array": (np.arange(6, dtype=np.float64).reshape(2, 3), "a4d3345b7fadf543f6ac20656980e75f"),
     "int32s": (np.array([1, -2], dtype=np.int32), "4e21a4b7f8f64b2dbd755f34fc3aa03d"),
     "f32": (np.float32(0.5), "ded3572edca2607d0876f06279d9b870"),
-    "datetime": (dt.datetime(2024, 1, 2, 3, 4, 5, 6), "6f40fff5ceda15063892d029c19be482"),
+    "datetime": (dt.datetime(2024, 1, 2, 3, 4, 5, 6), "e0c6dfbd457d3bc87f4343f1bd51ff6b"),
     "path": (pathlib.PurePosixPath("/data/x.csv"), "e6cb5647cad88936d95486b31e80a7a7"),
     "range": (range(0, 10, 2), "284c6c234d0a26b47601daa47a23c110"),
     "decimal": (decimal.Decimal("1.10"), "6fd92ff98086df58c69d40f60bb67ab6"),
+    "intdict": ({2: 'b', 1: None}, "eea81c9fa9f77dd850d9df6c50606ace"),
+    "odict": (OrderedDict([('b', 1), ('a', 2)]), "8ad03faa7a486353932ba987e77e791c"),
+    "mixedset": ({1.5, 'a', 2}, "5d64d1129552676434e5820a0bf4059a"),
+    "seedseq": (np.random.SeedSequence(42, spawn_key=(1,)), "18154c7d770cace95259ca2db31b55c6"),
+    "generator": (np.random.default_rng(7), "9bac3494893d7e60b597a03b1a037482"),
+    "pattern": (re.compile(r'a+b', re.I), "b2a3c1479015ef3951739bac518d2b0d"),
 }
 
 
@@ -91,22 +97,24 @@ def _golden_call(a: Any, b: float = 2.0, *rest: Any, c: str = "x", **kw: Any) ->
 
 
 def test_golden_call_keys() -> None:
-    # signature= pins the function part, so these depend only on the argument encoding.
-    km = KeyMaker(_golden_call, signature=b"golden-signature")
-    assert km((1,), {}) == "ex2:a0eafa812309ced517974e361eb30749"
+    # signature= and label= pin the function part: these depend only on the argument encoding.
+    km = KeyMaker(_golden_call, signature=b"golden-signature", label="golden")
+    assert km((1,), {}) == "ex3:7d263ba9f3ff:58831bcdcad1bc843058cbce141531ed"
     extra = {"c": "y", "z": [1], "w": {"k": np.arange(3)}}
-    assert km((1, 2.0, 3, 4), extra) == "ex2:b6d116552860d7949ebc424935085a5f"
-    km2 = KeyMaker(_golden_call, signature=b"golden-signature", version="2", namespace="proj.x")
-    assert km2((1,), {}) == "proj.x:ex2:c88295aca3e780f694f7dac70432579e"
-    assert KEY_FORMAT_VERSION == 2
+    assert km((1, 2.0, 3, 4), extra) == "ex3:7d263ba9f3ff:d631db5cf306c4824740ec175f88cae5"
+    km2 = KeyMaker(
+        _golden_call, signature=b"golden-signature", version="2", namespace="proj.x", label="golden"
+    )
+    assert km2((1,), {}) == "proj.x:ex3:7d263ba9f3ff:e94703b0a3d6174e7378106cfd26ed72"
+    assert KEY_FORMAT_VERSION == 3
 
 
 # Bytecode differs between Python minor versions, so the function part is pinned per version.
 GOLDEN_IDENTITY = {
-    (3, 10): "20bea06b4a11b7ca156554a2ea0289fd",
-    (3, 11): "fbdef95f9bb7f3c8818381e1a6d79804",
-    (3, 12): "cd55c9b6eb52c96b3960e33f0fd02684",
-    (3, 13): "d43743623f193b7656d5ad9c71b5a293",
+    (3, 10): "de9876fef0b9960ea0806583a2c82ca4",
+    (3, 11): "292449bdbf2856e317dd32c7337338a8",
+    (3, 12): "43b9315f24cd8df7caf25bd7a1b9984b",
+    (3, 13): "91ad254890214911c7b6cd0936fa7b7f",
 }
 
 
@@ -139,7 +147,7 @@ def test_same_key_in_subprocesses_with_other_hash_seeds() -> None:
         )
         keys.add(run.stdout.strip())
     assert keys == {HELPER.golden_key()}
-    assert re.fullmatch(r"golden:ex2:[0-9a-f]{32}", keys.pop())
+    assert re.fullmatch(r"golden:ex3:[0-9a-f]{12}:[0-9a-f]{32}", keys.pop())
 
 
 @pytest.mark.slow
@@ -203,7 +211,8 @@ def test_copies_have_equal_keys(x: Any) -> None:
 def test_dict_key_ignores_insertion_order(d: dict[str, Any], data: st.DataObject) -> None:
     shuffled = dict(data.draw(st.permutations(list(d.items()))))
     assert fp(shuffled) == fp(d)
-    assert fp(OrderedDict(reversed(list(d.items())))) == fp(OrderedDict(d.items()))
+    if len(d) > 1:  # OrderedDict: the order is part of the value (tests/test_keys_values.py)
+        assert fp(OrderedDict(reversed(list(d.items())))) != fp(OrderedDict(d.items()))
 
 
 @given(st.lists(st.integers() | st.text(max_size=6), unique=True, max_size=12), st.data())
@@ -367,7 +376,7 @@ def test_estimators_key_by_params_only_while_unfitted() -> None:
     with pytest.raises(KeyEncodingError, match=r"fitted estimator \('coef_'"):
         fingerprint(fitted, name="model")
     other = FakeEstimator(1.0).fit([5, 6])
-    assert fp(fitted, pickle_fallback=True) != fp(other, pickle_fallback=True)
+    assert fp(fitted, pickle_args=True) != fp(other, pickle_args=True)
 
 
 def test_pandas_by_contents() -> None:
@@ -502,14 +511,19 @@ def test_callable_without_canonical_state_needs_cache_key_or_signature() -> None
 
 
 def test_unencodable_closure_names_the_variable() -> None:
-    lock = threading.Lock()
+    lock = threading.Lock()  # known not to affect results: keyed by its type
+    opaque = Opaque(1)
 
     def f(x: Any) -> Any:
         with lock:
             return x
 
-    with pytest.raises(KeyEncodingError, match=r"<closure lock>.*signature="):
-        function_identity(f)
+    def g(x: Any) -> Any:
+        return opaque.v + x
+
+    assert len(function_identity(f)) == 16
+    with pytest.raises(KeyEncodingError, match=r"in closure variable opaque of .*g\(\).*signature="):
+        function_identity(g)
 
 
 class Model:
@@ -639,9 +653,17 @@ def test_ignore_args_positional_and_keyword() -> None:
     assert kv((1,), {"x": 1}) != kv((1,), {"x": 2})
 
 
-def test_unknown_ignore_args_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"\['nope', 'zzz'\].*\['a', 'b', 'c'\]"):
-        KeyMaker(f_abc, ignore_args=["zzz", "a", "nope"])
+def test_ignore_args_names_the_function_does_not_have_are_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The seed (and pyDVL 0.7) accepted them; a ConfigError here broke migrating code.
+    with caplog.at_level(logging.DEBUG, logger="expcache"):
+        km = KeyMaker(f_abc, ignore_args=["zzz", "a", "nope"])
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.DEBUG]
+    assert "'nope'" in caplog.records[0].getMessage()
+    assert km((1,), {}) == km((2,), {})  # 'a' itself is ignored
+    # Without **kwargs, an ignored unknown keyword is left for the function to reject.
+    assert km((1,), {"zzz": 1}) == km((1,), {})
 
 
 def test_bad_calls_raise_type_error() -> None:
@@ -673,10 +695,14 @@ class Opaque:
         self.v = v
 
 
-def test_pickle_fallback() -> None:
-    with pytest.raises(KeyEncodingError, match="pickle_fallback=True"):
+def test_pickle_args() -> None:
+    with pytest.raises(KeyEncodingError) as err:
         KeyMaker(f_abc)((Opaque(1),), {})
-    km = KeyMaker(f_abc, pickle_fallback=True)
+    message = str(err.value)
+    for fix in ("pickle_args=True", "__cache_key__()", "expcache.register_encoder", "ignore_args"):
+        assert fix in message
+    assert "pickle_fallback" not in message  # the seed's hint named an option that never existed
+    km = KeyMaker(f_abc, pickle_args=True)
     assert km((Opaque(1),), {}) == km((Opaque(1),), {})
     assert km((Opaque(1),), {}) != km((Opaque(2),), {})
     assert km((1,), {}) == KeyMaker(f_abc)((1,), {})  # canonical values are unaffected
@@ -699,7 +725,7 @@ def test_stateless_objects_key_by_class() -> None:
 
 
 # ------------------------------------------------------------------------------ key format
-SAFE_KEY = re.compile(rb"^(?:[A-Za-z0-9_.\-]{1,64}:)?ex\d+:[0-9a-f]{32}$")
+SAFE_KEY = re.compile(rb"^(?:[A-Za-z0-9_.\-]{1,64}:)?ex3:[0-9a-f]{12}:[0-9a-f]{32}$")
 
 
 @pytest.mark.parametrize("namespace", ["", "a", "proj.sub-1_x", "n" * 64])
@@ -709,7 +735,7 @@ def test_keys_are_memcached_safe(namespace: str) -> None:
     assert SAFE_KEY.match(raw)
     assert len(raw) <= 200
     assert not re.search(rb"[\x00-\x20\x7f]", raw)
-    assert key.startswith(f"{namespace}:ex{KEY_FORMAT_VERSION}:" if namespace else "ex")
+    assert key.startswith(f"{namespace}:ex{KEY_FORMAT_VERSION}:" if namespace else "ex3:")
 
 
 @pytest.mark.parametrize("namespace", ["a b", "a:b", "n" * 65, "é", "x\n", 3])
@@ -721,6 +747,6 @@ def test_namespace_validation(namespace: Any) -> None:
 def test_digest_matches_key_and_is_16_bytes() -> None:
     km = KeyMaker(f_abc, namespace="ns")
     assert len(km.digest((1,), {})) == 16
-    assert km((1,), {}) == f"ns:ex{KEY_FORMAT_VERSION}:{km.digest((1,), {}).hex()}"
+    assert km((1,), {}) == f"ns:ex{KEY_FORMAT_VERSION}:{km.tag}:{km.digest((1,), {}).hex()}"
     assert len(fingerprint(1)) == 16
     assert len(function_identity(f_abc)) == 16

@@ -156,3 +156,49 @@ def test_deterministic_and_stochastic_entries_are_kept_apart(backend: MemcachedB
     assert plain.stats.hits == 1  # the running moments did not overwrite the plain value
     assert repeated.stats.misses == 1
     assert repeated.stats.repeats == 1
+
+
+# ------------------------------------------------------------------------------ format 3
+def _local_scorer(bonus: int) -> type:
+    ns: dict[str, Any] = {"__name__": "experiment"}
+    src = f"class Scorer:\n    def score(self, x):\n        return x + {bonus}\n"
+    exec(compile(src, "<experiment>", "exec", dont_inherit=True), ns)
+    return ns["Scorer"]  # type: ignore[no-any-return]
+
+
+def test_local_classes_with_one_qualname_do_not_share(backend: MemcachedBackend) -> None:
+    def run(scorer: type, x: int) -> int:
+        return int(scorer().score(x))
+
+    m = Memoized(run, backend, time_threshold=0)
+    assert m(_local_scorer(1), 1) == 2
+    assert m(_local_scorer(2), 1) == 3  # format 2 answered 2: same "experiment.Scorer"
+    assert m(_local_scorer(1), 1) == 2 and m.stats.hits == 1
+
+
+def test_closure_over_a_generator_is_keyed_by_its_state(backend: MemcachedBackend) -> None:
+    def make(seed: int) -> Callable[[int], float]:
+        rng = np.random.default_rng(seed)
+
+        def draw(n: int) -> float:
+            return float(rng.bit_generator.state["state"]["state"] % 1000 + n)
+
+        return draw
+
+    first = Memoized(make(1), backend, time_threshold=0)  # format 2: KeyEncodingError here
+    value = first(3)
+    assert Memoized(make(1), backend, time_threshold=0)(3) == value  # same state: a hit
+    other = Memoized(make(2), backend, time_threshold=0)
+    other(3)
+    assert other.stats.misses == 1
+
+
+def test_seed_sequence_arguments_hit(backend: MemcachedBackend) -> None:
+    def job(seed: np.random.SeedSequence, n: int) -> float:
+        return float(np.random.default_rng(seed).random(n).sum())
+
+    m = Memoized(job, backend, time_threshold=0)
+    value = m(np.random.SeedSequence(7), 4)
+    assert m(np.random.SeedSequence(7), 4) == value and m.stats.hits == 1
+    m(np.random.SeedSequence(8), 4)
+    assert m.stats.misses == 2

@@ -18,7 +18,7 @@ from .errors import (
     StoreRefused,
     ValueTooLarge,
 )
-from .keys import KeyMaker, fingerprint, function_identity
+from .keys import KeyMaker, fingerprint, function_identity, register_encoder
 from .memoize import Memoized, memoize
 from .policy import Moments, RepetitionPolicy
 from .stats import CacheStats
@@ -51,4 +51,5 @@ __all__ = [
     "function_identity",
     "memcached",
     "memoize",
+    "register_encoder",
 ]
