@@ -39,6 +39,7 @@ from . import lease as _lease
 from .backends.base import Backend, StoreRefused
 from .backends.disk import DiskBackend
 from .backends.null import NullBackend
+from .entries import Entry, Meta, MomentsEntry, ValueEntry
 from .errors import BackendError, BackendTimeout, ConfigError, SerdeError, ValueTooLarge
 from .keys import KeyMaker
 from .policy import Moments, RepetitionPolicy
@@ -77,6 +78,18 @@ def _import_global(module: str, qualname: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _value_entry(value: Any, elapsed: float) -> ValueEntry:
+    return ValueEntry(value, Meta(created=time.time(), seconds=elapsed))
+
+
+def _as_tuple(entry: Entry) -> tuple[Any, ...]:
+    """The typed entry in the positional layout the call paths below still read."""
+    if type(entry) is MomentsEntry:
+        m = entry.moments
+        return (_MOMENTS, m.n, m.mean, m.m2, entry.meta.seconds)
+    return (_DETERMINISTIC, entry[0], entry.meta.seconds)
 
 
 class Memoized(Generic[P, R]):
@@ -242,7 +255,7 @@ class Memoized(Generic[P, R]):
         key = self._keys(args, kwargs)
         try:
             data = self.backend.get(key)
-            entry = None if data is None else self.serde.loads(key, data)
+            entry = None if data is None else _as_tuple(self.serde.loads(key, data))
         except (BackendError, SerdeError):
             return None
         return entry if type(entry) is tuple and entry else None
@@ -412,7 +425,7 @@ class Memoized(Generic[P, R]):
                 self.stats.below_threshold += 1
             return False
         try:
-            data = self.serde.dumps(key, (_DETERMINISTIC, value, elapsed))
+            data = self.serde.dumps(key, _value_entry(value, elapsed))
         except Exception as exc:  # an unpicklable result is returned, just not stored
             self._not_storable(exc)
             return False
@@ -457,7 +470,9 @@ class Memoized(Generic[P, R]):
                         self.stats.repeats += 1
             new = Moments.of(value) if moments is None else moments.add(value)
             try:
-                payload = self.serde.dumps(key, (_MOMENTS, new.n, new.mean, new.m2, elapsed))
+                payload = self.serde.dumps(
+                    key, MomentsEntry(new, Meta(created=time.time(), seconds=elapsed))
+                )
             except Exception as exc:
                 self._not_storable(exc)
                 return new.mean
@@ -499,7 +514,7 @@ class Memoized(Generic[P, R]):
     # -- failure handling ------------------------------------------------------------------------
     def _decode(self, key: str, data: bytes, count: bool = True) -> Any:
         try:
-            entry = self.serde.loads(key, data)
+            entry = _as_tuple(self.serde.loads(key, data))
             if not isinstance(entry, tuple) or not entry or entry[0] not in (
                 _DETERMINISTIC, _MOMENTS
             ):
@@ -628,7 +643,7 @@ class Memoized(Generic[P, R]):
         loads = self.serde.loads
         for key, data in found.items():
             try:  # inline: the all-hits batch is the case to make cheap
-                entry = loads(key, data)
+                entry = _as_tuple(loads(key, data))
             except SerdeError:
                 entry = self._decode(key, data)  # counts and logs it
             if type(entry) is tuple and entry and entry[0] == _DETERMINISTIC:
@@ -657,7 +672,7 @@ class Memoized(Generic[P, R]):
                 below += 1
                 continue
             try:
-                to_store[key] = self.serde.dumps(key, (_DETERMINISTIC, value, elapsed))
+                to_store[key] = self.serde.dumps(key, _value_entry(value, elapsed))
             except Exception as exc:
                 self._not_storable(exc)
         if to_store and usable and self._call(

@@ -1,19 +1,39 @@
-"""The value envelope: everything expcache stores goes through here.
+"""The verified envelope: everything expcache stores goes through here.
 
-Layout of a stored value::
+Layout (format 3; integers little-endian; the byte table is in ``/work/notes/serde_readme.md``
+and the README)::
 
-    b"XC" | format (1 byte) | flags (1 byte) | key digest (16 bytes) | [HMAC-SHA256 (32)] | body
+    fixed header (64 bytes): magic "XC" | format | flags | kind | identity length
+        | function length | args length | reserved | codec flags | created | seconds
+        | body length | payload length | xxh3-128(key)
+    identity | function label (utf-8) | args       (lengths from the fixed header)
+    body: the payload, zlib-compressed when flag 1 is set
+    check: unsigned xxh3-128(header | body); signed HMAC-SHA256(header | body | key)
 
-``body`` is a pickle (optionally zlib-compressed) of one entry tuple. The header is checked
-*before* anything is unpickled:
+Why it is shaped like this:
 
-- the magic and format byte reject garbage and entries of another format version;
-- the key digest rejects a valid entry copied under another key;
-- with a signing key, the HMAC over ``key | header | body`` rejects anything not written by a
-  holder of the key -- this is what stops a writer with network access to memcached from
-  making every worker unpickle an object of its choosing (arbitrary code execution).
+- One digest over *everything* (header, body and the key it is filed under), not just a key
+  digest: a flipped byte anywhere -- a bit rot in a diskcache file, a pickled float patched in
+  SQLite -- is a ``SerdeError`` (a counted miss), never a wrong value. Unsigned, the key is
+  covered through its digest in the header (compared with the reader's key): integrity
+  needs no more, and it keeps the hit path to two short hashes and no concatenation.
+- With a signing key the check is an HMAC over the key's own bytes too, verified before any
+  byte is unpickled: a writer with network access to memcached cannot make workers unpickle
+  an object of its choosing, nor replay a signed entry under another key. The header's
+  length fields make ``header | body`` self-delimiting, so appending the key is unambiguous.
+- The check is a trailer: one contiguous hash over ``data[:-16]``, and a reader assembling
+  chunks can hash them as they arrive.
+- Every length is checked against the data before it is used; decompression writes into a
+  buffer of the declared payload length, at most ``max_size``: a zlib bomb costs nothing.
+- Only ``SerdeError`` ever leaves ``loads``/``read_meta``/``verify``, whatever the input.
 
-Any rejection raises ``SerdeError``; the memoizer turns it into a counted miss.
+Payloads: running moments have a fixed binary layout (``entries``, never pickled); values go
+through the payload codec -- by default pickle protocol 5 with large buffers (numpy arrays)
+out of band, laid out 64-byte aligned after the pickle stream, so that decoding a large array
+is a view of the buffer it arrived in (writable ``bytearray``/``memoryview`` input) or a
+single copy (immutable ``bytes``: arrays come back writable, as callers mutate results).
+A custom codec in pymemcache's protocol (``serialize(key, value) -> (bytes, flags)``,
+``deserialize(key, bytes, flags)``) replaces pickle inside the same verified envelope.
 """
 
 from __future__ import annotations
@@ -21,26 +41,84 @@ from __future__ import annotations
 import hmac
 import os
 import pickle
+import struct
 import zlib
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, runtime_checkable
 
 import xxhash
 
-from .errors import ConfigError, SerdeError, SignatureError
+from . import _validate
+from .entries import (
+    ALIGN,
+    FORM_BUFFERS,
+    FORM_FLOAT,
+    Entry,
+    Kind,
+    Meta,
+    MomentsEntry,
+    ValueEntry,
+    check_meta,
+    decode_moments,
+    decode_value,
+    encode_moments,
+    encode_value,
+    kind_of,
+    make_meta,
+    split_buffers,
+)
+from .errors import ConfigError, SerdeError, SignatureError, ValueTooLarge
 
-__all__ = ["ENV_SIGNING_KEY", "FORMAT_VERSION", "Serde", "signing_key_from_env"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "ENV_SIGNING_KEY",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "PayloadCodec",
+    "Serde",
+    "signing_key_from_env",
+]
 
 MAGIC: Final = b"XC"
-FORMAT_VERSION: Final = 2  # 2: xxh3-128 key digest (1 used blake2b)
+FORMAT_VERSION: Final = 3  # 3: digest over everything, Meta and kind in the header (2: key digest)
 ENV_SIGNING_KEY: Final = "EXPCACHE_SIGNING_KEY"
-PICKLE_PROTOCOL: Final = 5
-_FLAG_ZLIB: Final = 1
-_FLAG_SIGNED: Final = 2
-_DIGEST_SIZE: Final = 16
-_MAC_SIZE: Final = 32
-_HEADER: Final = len(MAGIC) + 2 + _DIGEST_SIZE
+DEFAULT_MAX_SIZE: Final = 2**30
+FLAG_ZLIB: Final = 1
+FLAG_SIGNED: Final = 2
+FLAG_CODEC: Final = 4  # the payload is a custom codec's bytes (codec flags in the header)
+FLAG_BUFFERS: Final = FORM_BUFFERS  # the pickle's large buffers follow it out of band
+FLAG_FLOAT: Final = FORM_FLOAT  # the payload is one Python float, as a little-endian f64
+_KNOWN_FLAGS: Final = FLAG_ZLIB | FLAG_SIGNED | FLAG_CODEC | FLAG_BUFFERS | FLAG_FLOAT
+_PAYLOAD_FLAGS: Final = FLAG_CODEC | FLAG_BUFFERS | FLAG_FLOAT  # at most one, values only
+_KINDS: Final[dict[int, Kind]] = {1: "value", 2: "moments"}
+_CODES: Final[dict[str, int]] = {"value": 1, "moments": 2}
+_FIXED: Final = struct.Struct("<2sBBBBHHHIddQQ16s")  # 64 bytes
+_HEAD: Final = _FIXED.size
+_DIGEST: Final = 16
+_MAC: Final = 32
 _MIN_KEY: Final = 16
-_PLAIN: Final = MAGIC + bytes((FORMAT_VERSION, 0))  # unsigned, uncompressed
+_SAMPLE: Final = 16 * 1024  # three windows of this decide whether a large body is compressible
+_INFLATE_CHUNK: Final = 1 << 20
+_INF: Final = float("inf")
+_F64_SIZE: Final = 8
+_KEY_HINT: Final = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
+# the hit path, bound once: unsigned, default codec, a float or a small pickle
+_FLOAT_PREFIX: Final = MAGIC + bytes((FORMAT_VERSION, FLAG_FLOAT))
+_PICKLE_PREFIX: Final = MAGIC + bytes((FORMAT_VERSION, 0))
+_after_flags = struct.Struct("<4xBBHHHIddQQ").unpack_from
+_f64 = struct.Struct("<d").unpack_from
+_xxh = xxhash.xxh3_128_digest
+_unpickle = pickle.loads
+_tuple_new = tuple.__new__
+
+
+@runtime_checkable
+class PayloadCodec(Protocol):
+    """pymemcache's serde protocol; ``flags`` must fit 32 bits. Called with expcache's key."""
+
+    def serialize(self, key: str, value: Any) -> tuple[bytes, int]: ...
+
+    def deserialize(self, key: str, value: bytes, flags: int) -> Any: ...
 
 
 def signing_key_from_env() -> bytes | None:
@@ -48,102 +126,343 @@ def signing_key_from_env() -> bytes | None:
     value = os.environ.get(ENV_SIGNING_KEY)
     if not value:
         return None
-    if len(value.encode()) < _MIN_KEY:
+    key = value.encode()
+    if len(key) < _MIN_KEY:
         raise ConfigError(
-            f"{ENV_SIGNING_KEY}: the signing key must be at least {_MIN_KEY} bytes long; "
-            "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
+            param=ENV_SIGNING_KEY, value=value, expected=f"at least {_MIN_KEY} bytes",
+            hint=_KEY_HINT, secret=True,
         )
-    return value.encode()
+    return key
 
 
 def _key_digest(key: str) -> bytes:
-    # An integrity check against misfiled entries, not a security boundary (the HMAC is):
-    # xxh3 costs a tenth of blake2b on the hit path.
-    return xxhash.xxh3_128_digest(key.encode())
+    return _xxh(key.encode())
 
 
 class Serde:
-    """Encodes entries into envelopes and back, verifying before unpickling.
+    """Encodes entries into envelopes and back, verifying before decoding anything.
 
-    ``compress_min`` is the body size from which zlib (level 1, fast) is tried; it is kept only
-    when it saves at least an eighth, so incompressible data (random floats) costs one attempt.
+    ``max_size`` bounds a payload (decompressed) in both directions; ``None`` is
+    ``DEFAULT_MAX_SIZE`` (1 GiB). From ``compress_min`` bytes zlib (level 1) is tried and kept
+    only when it saves an eighth; bodies over 256 KiB are sampled first, so incompressible
+    data (random floats) costs ~1 ms instead of a full compression attempt.
+
+    ``dumps`` raises ``SerdeError`` for an entry that cannot be stored (unpicklable value,
+    codec failure, invalid moments or meta) and ``ValueTooLarge`` for a payload over
+    ``max_size``. A writable buffer given to ``loads`` is handed over: the value's large
+    arrays may be views of it.
     """
 
     def __init__(
-        self, signing_key: bytes | str | None = None, *, compress_min: int = 64 * 1024
+        self,
+        signing_key: bytes | str | None = None,
+        *,
+        max_size: int | None = None,
+        codec: PayloadCodec | None = None,
+        compress_min: int = 64 * 1024,
     ) -> None:
         if isinstance(signing_key, str):
             signing_key = signing_key.encode()
-        if signing_key is not None and len(signing_key) < _MIN_KEY:
+        if signing_key is not None and not isinstance(signing_key, bytes):
             raise ConfigError(
-                f"signing_key: must be at least {_MIN_KEY} bytes long; generate one with "
-                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+                param="signing_key", value=signing_key, secret=True,
+                expected=f"bytes or str of at least {_MIN_KEY} bytes, or null",
             )
-        self.signing_key = signing_key
-        self.compress_min = compress_min
+        if signing_key is not None and 0 < len(signing_key) < _MIN_KEY:
+            raise ConfigError(
+                param="signing_key", value=signing_key, secret=True,
+                expected=f"at least {_MIN_KEY} bytes", hint=_KEY_HINT,
+            )
+        if codec is not None and not isinstance(codec, PayloadCodec):
+            raise ConfigError(
+                param="codec", value=codec,
+                expected="an object with serialize(key, value) and deserialize(key, data, flags)",
+            )
+        self.signing_key: bytes | None = signing_key or None
+        self.max_size: int = _validate.integer(
+            "max_size", DEFAULT_MAX_SIZE if max_size is None else max_size, ge=1
+        )
+        self.codec = codec
+        self.compress_min: int = _validate.integer("compress_min", compress_min, ge=1)
+        self._setup()
+
+    def _setup(self) -> None:
+        self._check = _MAC if self.signing_key else _DIGEST
+        self._fast = self.signing_key is None and self.codec is None
+        self._mac = hmac.new(self.signing_key, digestmod="sha256") if self.signing_key else None
+
+    def __getstate__(self) -> dict[str, Any]:  # the HMAC state is rebuilt, not pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_mac"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup()
 
     @property
     def signed(self) -> bool:
         return self.signing_key is not None
 
-    def dumps(self, key: str, entry: Any) -> bytes:
-        body = pickle.dumps(entry, protocol=PICKLE_PROTOCOL)
-        flags = 0
-        if len(body) >= self.compress_min:
-            packed = zlib.compress(body, 1)
-            if len(packed) <= len(body) - len(body) // 8:
-                body, flags = packed, flags | _FLAG_ZLIB
-        if self.signing_key is not None:
-            flags |= _FLAG_SIGNED
-            header = MAGIC + bytes((FORMAT_VERSION, flags)) + _key_digest(key)
-            mac = hmac.new(self.signing_key, key.encode() + header + body, "sha256").digest()
-            return header + mac + body
-        return MAGIC + bytes((FORMAT_VERSION, flags)) + _key_digest(key) + body
+    def __repr__(self) -> str:
+        codec = "" if self.codec is None else f", codec={type(self.codec).__name__}"
+        return f"Serde(signed={self.signed}, max_size={self.max_size}{codec})"
 
-    def loads(self, key: str, data: bytes) -> Any:
-        if (  # the hit path: unsigned and uncompressed, header checked, then unpickled
-            self.signing_key is None
-            and type(data) is bytes
-            and data[:4] == _PLAIN
-            and len(data) > _HEADER
-        ):
-            if data[4:_HEADER] != _key_digest(key):
-                raise SerdeError(f"entry under {key!r} was written for another key")
-            try:
-                return pickle.loads(memoryview(data)[_HEADER:])
-            except Exception as exc:  # any unpickling failure means a corrupt entry
-                raise SerdeError(f"entry under {key!r} cannot be decoded: {exc!r}") from exc
-        if not isinstance(data, (bytes, bytearray)) or len(data) < _HEADER or data[:2] != MAGIC:
-            raise SerdeError(f"entry under {key!r} is not an expcache envelope")
-        if data[2] != FORMAT_VERSION:
-            raise SerdeError(
-                f"entry under {key!r} has envelope format {data[2]}, expected {FORMAT_VERSION}"
+    # -- writing ---------------------------------------------------------------------------------
+    def dumps(self, key: str, entry: Entry) -> bytes:
+        try:
+            kind = kind_of(entry)
+            function, created, seconds, identity, args = check_meta(entry.meta)
+            hend = _HEAD + len(identity) + len(function) + len(args)
+            flags, cflags, parts = self._payload(key, entry, hend)
+            raw = sum(map(len, parts))
+            if raw > self.max_size:
+                raise ValueTooLarge(
+                    f"entry under {key!r}: payload of {raw} bytes exceeds max_size={self.max_size}"
+                )
+            packed = self._compress(parts, raw)
+            if packed is not None:
+                parts, flags = packed, flags | FLAG_ZLIB
+            if self.signing_key:
+                flags |= FLAG_SIGNED
+            fixed = _FIXED.pack(
+                MAGIC, FORMAT_VERSION, flags, _CODES[kind], len(identity), len(function),
+                len(args), 0, cflags, created, seconds, sum(map(len, parts)), raw,
+                _key_digest(key),
             )
-        flags = data[3]
-        if data[4:_HEADER] != _key_digest(key):
-            raise SerdeError(f"entry under {key!r} was written for another key")
-        if flags & ~(_FLAG_ZLIB | _FLAG_SIGNED):
+            parts = [fixed, identity, function, args, *parts]
+            parts.append(self._seal(key.encode(), parts))
+            return b"".join(parts)
+        except (SerdeError, ValueTooLarge):
+            raise
+        except Exception as exc:
+            raise SerdeError(f"entry under {key!r} cannot be encoded: {exc!r}") from exc
+
+    def _payload(self, key: str, entry: Entry, start: int) -> tuple[int, int, list[Any]]:
+        """``(flags, codec flags, body parts)``; parts are 1-D byte buffers, not copied.
+        ``start`` is where the body begins in the envelope (for aligning arrays)."""
+        if type(entry) is MomentsEntry:
+            return 0, 0, encode_moments(entry.moments)
+        value = entry[0]
+        if self.codec is not None:
+            data: Any
+            try:
+                data, cflags = self.codec.serialize(key, value)
+            except Exception as exc:
+                raise SerdeError(f"entry under {key!r}: the codec failed: {exc!r}") from exc
+            if isinstance(data, str):  # pymemcache encodes a str payload the same way
+                data = data.encode()
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise SerdeError(f"codec returned {type(data).__name__}, expected bytes")
+            if type(cflags) is not int or not 0 <= cflags < 2**32:
+                raise SerdeError(f"codec returned flags {cflags!r}, expected a 32-bit int")
+            return FLAG_CODEC, cflags, [bytes(data)]
+        try:
+            form, parts = encode_value(value, start)
+        except SerdeError as exc:
+            raise SerdeError(f"entry under {key!r}: {exc}") from exc
+        return form, 0, parts
+
+    def _compress(self, parts: list[Any], raw: int) -> list[Any] | None:
+        if raw < self.compress_min:
+            return None
+        if raw > 16 * _SAMPLE:
+            big = memoryview(max(parts, key=len))
+            mid = (len(big) - _SAMPLE) // 2
+            sample = b"".join((big[:_SAMPLE], big[mid : mid + _SAMPLE], big[-_SAMPLE:]))
+            if len(zlib.compress(sample, 1)) > len(sample) - len(sample) // 8:
+                return None
+        compressor = zlib.compressobj(1)
+        packed = [compressor.compress(part) for part in parts]
+        packed.append(compressor.flush())
+        return packed if sum(map(len, packed)) <= raw - raw // 8 else None
+
+    def _seal(self, key: bytes, parts: Sequence[Any]) -> bytes:
+        """The trailer over ``header | body``: an xxh3-128 digest, or an HMAC that also
+        covers the key's bytes."""
+        if self._mac is not None:
+            mac = self._mac.copy()
+            for part in parts:
+                mac.update(part)
+            mac.update(key)
+            return mac.digest()
+        if len(parts) == 1:
+            return _xxh(parts[0])
+        digest = xxhash.xxh3_128()
+        for part in parts:
+            digest.update(part)
+        return digest.digest()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def loads(self, key: str, data: bytes | bytearray | memoryview) -> Entry:
+        try:
+            if self._fast and type(data) is bytes:
+                # The hit path: unsigned, default codec, a float or a small pickle. Verified
+                # like any other entry, with the fewest Python objects on the way.
+                prefix = data[:4]
+                is_float = prefix == _FLOAT_PREFIX
+                if (is_float or prefix == _PICKLE_PREFIX) and len(data) > _HEAD:
+                    kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = (
+                        _after_flags(data)
+                    )
+                    hend = _HEAD + lid + lfn + largs
+                    if (
+                        kind == 1
+                        and hend + blen + _DIGEST == len(data)
+                        and raw == blen < 4096
+                        and not (res or cflags)
+                        and (lid == 16 or not lid)
+                        and _xxh(data[:-_DIGEST]) == data[-_DIGEST:]
+                        and data[48:64] == _xxh(key.encode())
+                        and 0.0 <= seconds < _INF
+                        and -_INF < created < _INF
+                        and (blen == 8 or not is_float)
+                    ):
+                        at = _HEAD + lid
+                        meta = make_meta(
+                            data[at : at + lfn].decode(), created, seconds, data[_HEAD:at],
+                            data[at + lfn : hend],
+                        )
+                        value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:-16])
+                        return _tuple_new(ValueEntry, (value, meta))
+            return self._loads(key, data)
+        except SerdeError:
+            raise
+        except Exception as exc:  # whatever a payload does on decode, it is a bad entry
+            raise SerdeError(f"entry under {key!r} cannot be decoded: {exc!r}") from exc
+
+    def _loads(self, key: str, data: Any) -> Entry:
+        kind, meta, flags, cflags, body, writable = self._open(key, data)
+        if kind == "moments":
+            return MomentsEntry(decode_moments(body), meta)
+        if flags & FLAG_CODEC:
+            if self.codec is None:
+                raise SerdeError(
+                    f"entry under {key!r} was written with a custom codec; this reader has none"
+                )
+            try:
+                value = self.codec.deserialize(key, bytes(body), cflags)
+            except Exception as exc:
+                raise SerdeError(f"entry under {key!r}: the codec failed: {exc!r}") from exc
+            return ValueEntry(value, meta)
+        if self.codec is not None:  # a codec is often chosen to avoid unpickling: honour that
+            raise SerdeError(f"entry under {key!r} is a pickle; this reader uses a custom codec")
+        return ValueEntry(decode_value(flags & _PAYLOAD_FLAGS, body, writable), meta)
+
+    def read_meta(self, key: str, data: bytes | bytearray | memoryview) -> tuple[Kind, Meta, int]:
+        """``(kind, meta, payload size)`` of a verified entry, without decoding its payload.
+
+        The payload size is the decoded (decompressed) size; the stored size is ``len(data)``.
+        """
+        try:
+            kind, meta, _, raw = self._header(key, data)[:4]
+            return kind, meta, raw
+        except SerdeError:
+            raise
+        except Exception as exc:
+            raise SerdeError(f"entry under {key!r} cannot be read: {exc!r}") from exc
+
+    def verify(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Everything ``loads`` checks except running pickle or the codec on the payload:
+        the digest or HMAC, the header, decompression, moments, the buffer table."""
+        try:
+            kind, _, flags, _, body, _ = self._open(key, data)
+            if kind == "moments":
+                decode_moments(body)
+            elif flags & FLAG_BUFFERS:
+                split_buffers(body, True)
+        except SerdeError:
+            raise
+        except Exception as exc:
+            raise SerdeError(f"entry under {key!r} cannot be verified: {exc!r}") from exc
+
+    def _header(self, key: str, data: Any) -> tuple[Kind, Meta, int, int, int, memoryview, int]:
+        """Parse and verify: ``(kind, meta, flags, payload size, codec flags, body, where the
+        body starts)``. Every length is checked against the data before it is used."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SerdeError(f"entry under {key!r} is not an expcache envelope (not bytes)")
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        if len(view) < _HEAD or bytes(view[:2]) != MAGIC:
+            raise SerdeError(f"entry under {key!r} is not an expcache envelope")
+        (_, version, flags, code, lid, lfn, largs, res, cflags, created, seconds, blen, raw,
+         digest) = _FIXED.unpack_from(view)
+        if version != FORMAT_VERSION:
+            raise SerdeError(
+                f"entry under {key!r} has envelope format {version}, expected {FORMAT_VERSION}"
+            )
+        if flags & ~_KNOWN_FLAGS:
             raise SerdeError(f"entry under {key!r} has unknown flags {flags:#04x}")
-        body_start = _HEADER
-        if self.signing_key is not None:
-            if not flags & _FLAG_SIGNED:
-                raise SignatureError(f"entry under {key!r} is not signed; signing is required")
-            body_start += _MAC_SIZE
-            mac = data[_HEADER:body_start]
-            expected = hmac.new(
-                self.signing_key, key.encode() + data[:_HEADER] + data[body_start:], "sha256"
-            ).digest()
-            if not hmac.compare_digest(mac, expected):
-                raise SignatureError(f"entry under {key!r} has an invalid signature")
-        elif flags & _FLAG_SIGNED:
+        if self.signing_key and not flags & FLAG_SIGNED:
+            raise SignatureError(f"entry under {key!r} is not signed; signing is required")
+        if not self.signing_key and flags & FLAG_SIGNED:
             raise SignatureError(
                 f"entry under {key!r} is signed but no signing key is configured "
                 f"(set {ENV_SIGNING_KEY} like the writer did)"
             )
-        body = memoryview(data)[body_start:]
-        try:
-            if flags & _FLAG_ZLIB:
-                body = memoryview(zlib.decompress(body))
-            return pickle.loads(body)
-        except Exception as exc:  # any unpickling failure means a corrupt entry
-            raise SerdeError(f"entry under {key!r} cannot be decoded: {exc!r}") from exc
+        kind = _KINDS.get(code)
+        payload = flags & _PAYLOAD_FLAGS
+        if (
+            kind is None
+            or res
+            or lid not in (0, 16)
+            or payload & (payload - 1)  # more than one payload form
+            or (kind == "moments" and payload)
+            or (cflags and not payload & FLAG_CODEC)
+            or (payload & FLAG_FLOAT and raw != _F64_SIZE)
+        ):
+            raise SerdeError(f"entry under {key!r} has a malformed header")
+        hend = _HEAD + lid + lfn + largs
+        if hend + blen + self._check != len(view):
+            raise SerdeError(
+                f"entry under {key!r} is {len(view)} bytes, "
+                f"its header declares {hend + blen + self._check}"
+            )
+        if raw > self.max_size or (not flags & FLAG_ZLIB and raw != blen):
+            raise SerdeError(
+                f"entry under {key!r} declares a payload of {raw} bytes "
+                f"(max_size={self.max_size}, stored {blen})"
+            )
+        keyb = key.encode()
+        if digest != _xxh(keyb):
+            raise SerdeError(f"entry under {key!r} was written for another key")
+        if not hmac.compare_digest(self._seal(keyb, (view[: -self._check],)), view[-self._check :]):
+            if self.signing_key:
+                raise SignatureError(f"entry under {key!r} has an invalid signature")
+            raise SerdeError(f"entry under {key!r} is corrupt (digest mismatch)")
+        if not (0.0 <= seconds < _INF and -_INF < created < _INF):
+            raise SerdeError(f"entry under {key!r}: created={created!r}, seconds={seconds!r}")
+        at = _HEAD + lid
+        meta = make_meta(
+            str(view[at : at + lfn], "utf-8"), created, seconds, bytes(view[_HEAD:at]),
+            bytes(view[at + lfn : hend]),
+        )
+        return kind, meta, flags, raw, cflags, view[hend : hend + blen], hend
+
+    def _open(self, key: str, data: Any) -> tuple[Kind, Meta, int, int, memoryview, bool]:
+        """The verified header and the payload: ``(kind, meta, flags, codec flags, body,
+        writable)``; decompressed (bounded) into a fresh, aligned buffer when needed."""
+        kind, meta, flags, raw, cflags, body, start = self._header(key, data)
+        if not flags & FLAG_ZLIB:
+            return kind, meta, flags, cflags, body, not body.readonly
+        return kind, meta, flags, cflags, _inflate(key, body, raw, start % ALIGN), True
+
+
+def _inflate(key: str, body: memoryview, raw: int, lead: int) -> memoryview:
+    """Decompress exactly ``raw`` bytes (already checked against ``max_size``) into a buffer
+    placed like the body would be in an envelope, so out-of-band arrays stay aligned."""
+    out = bytearray(lead + raw)
+    inflater = zlib.decompressobj()
+    pos, end = lead, lead + raw
+    pending: Any = body
+    while pos < end:
+        piece = inflater.decompress(pending, min(_INFLATE_CHUNK, end - pos))
+        if not piece:
+            raise SerdeError(f"entry under {key!r}: compressed payload shorter than declared")
+        out[pos : pos + len(piece)] = piece
+        pos += len(piece)
+        pending = inflater.unconsumed_tail
+    if not inflater.eof and inflater.decompress(pending, 1):
+        raise SerdeError(f"entry under {key!r}: compressed payload longer than declared")
+    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        raise SerdeError(f"entry under {key!r}: compressed payload is malformed")
+    return memoryview(out)[lead:]
