@@ -98,7 +98,8 @@ _DIGEST: Final = 16
 _MAC: Final = 32
 _MIN_KEY: Final = 16
 _SAMPLE: Final = 16 * 1024  # three windows of this decide whether a large body is compressible
-_INFLATE_CHUNK: Final = 1 << 20
+_INFLATE_IN: Final = 1 << 16
+_INFLATE_OUT: Final = 1 << 18
 _INF: Final = float("inf")
 _F64_SIZE: Final = 8
 _KEY_HINT: Final = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
@@ -449,20 +450,29 @@ class Serde:
 
 def _inflate(key: str, body: memoryview, raw: int, lead: int) -> memoryview:
     """Decompress exactly ``raw`` bytes (already checked against ``max_size``) into a buffer
-    placed like the body would be in an envelope, so out-of-band arrays stay aligned."""
+    placed like the body would be in an envelope, so out-of-band arrays stay aligned.
+
+    Input goes in slices and output comes out at most ``raw`` bytes in all, so neither a bomb
+    nor a long stream costs more than the declared size plus a chunk (zlib's
+    ``unconsumed_tail`` is a copy: feeding the whole body would copy it once per chunk).
+    """
     out = bytearray(lead + raw)
     inflater = zlib.decompressobj()
     pos, end = lead, lead + raw
-    pending: Any = body
-    while pos < end:
-        piece = inflater.decompress(pending, min(_INFLATE_CHUNK, end - pos))
-        if not piece:
-            raise SerdeError(f"entry under {key!r}: compressed payload shorter than declared")
-        out[pos : pos + len(piece)] = piece
-        pos += len(piece)
-        pending = inflater.unconsumed_tail
-    if not inflater.eof and inflater.decompress(pending, 1):
-        raise SerdeError(f"entry under {key!r}: compressed payload longer than declared")
-    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
-        raise SerdeError(f"entry under {key!r}: compressed payload is malformed")
+    for at in range(0, len(body), _INFLATE_IN):
+        pending: Any = body[at : at + _INFLATE_IN]
+        while pending and not inflater.eof:
+            room = end - pos
+            piece = inflater.decompress(pending, min(room, _INFLATE_OUT) or 1)  # 0 = unbounded
+            if len(piece) > room:
+                raise SerdeError(f"entry under {key!r}: compressed payload longer than declared")
+            out[pos : pos + len(piece)] = piece
+            pos += len(piece)
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            if inflater.unused_data or at + _INFLATE_IN < len(body):
+                raise SerdeError(f"entry under {key!r}: bytes after the compressed payload")
+            break
+    if not inflater.eof or pos != end:
+        raise SerdeError(f"entry under {key!r}: compressed payload shorter than declared")
     return memoryview(out)[lead:]
