@@ -21,7 +21,7 @@ import math
 import pickle
 import struct
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -35,11 +35,14 @@ __all__ = [
     "Kind",
     "Meta",
     "MomentsEntry",
+    "PayloadCodec",
     "ValueEntry",
     "check_meta",
     "check_moments",
+    "decode_codec",
     "decode_moments",
     "decode_value",
+    "encode_codec",
     "encode_moments",
     "encode_value",
     "kind_of",
@@ -371,3 +374,36 @@ def split_buffers(body: memoryview, writable: bool) -> tuple[memoryview, list[An
     if pos != size:
         raise SerdeError(f"{size - pos} bytes after the last buffer")
     return body[table : table + plen], buffers
+
+
+# -- a custom codec --------------------------------------------------------------------------------
+@runtime_checkable
+class PayloadCodec(Protocol):
+    """pymemcache's serde protocol (pyDVL 0.7's ``serde=``), given expcache's key."""
+
+    def serialize(self, key: str, value: Any) -> tuple[bytes, int]: ...
+
+    def deserialize(self, key: str, value: bytes, flags: int) -> Any: ...
+
+
+def encode_codec(codec: PayloadCodec, key: str, value: Any) -> tuple[int, list[bytes]]:
+    """``(flags, parts)`` from the codec; a ``str`` payload is utf-8, as pymemcache does."""
+    data: Any
+    try:
+        data, flags = codec.serialize(key, value)
+    except Exception as exc:
+        raise SerdeError(f"the codec failed: {exc!r}") from exc
+    if isinstance(data, str):
+        data = data.encode()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SerdeError(f"the codec returned {type(data).__name__}, expected bytes")
+    if type(flags) is not int or not 0 <= flags < 2**32:
+        raise SerdeError(f"the codec returned flags {flags!r}, expected a 32-bit int")
+    return flags, [bytes(data)]
+
+
+def decode_codec(codec: PayloadCodec, key: str, body: memoryview, flags: int) -> Any:
+    try:
+        return codec.deserialize(key, bytes(body), flags)
+    except Exception as exc:
+        raise SerdeError(f"the codec failed: {exc!r}") from exc
