@@ -1,4 +1,5 @@
-"""What the cache stores, as types: a value or running moments, each with its ``Meta``.
+"""What the cache stores, as types -- a value or running moments, each with its ``Meta`` --
+and how each payload is laid out inside the envelope (``serde``).
 
 The memoizer used to store positional tuples (``("v", value, seconds)``) and read them back
 as ``entry[1:4]``: any other layout that happened to decode broke the call with an
@@ -13,6 +14,8 @@ Moments are never pickled. Their payload is plain little-endian numbers::
           | ndim x u64 shape | mean (8 bytes per element) | m2 (8 bytes per element)
 
 so reading the running moments of a stochastic function cannot run code, even unsigned.
+Values are a bare float (8 bytes), a pickle with large buffers out of band (``encode_value``),
+or the bytes of a custom codec in pymemcache's protocol.
 """
 
 from __future__ import annotations
@@ -29,8 +32,12 @@ from .errors import SerdeError
 from .policy import Moments
 
 __all__ = [
+    "ALIGN",
+    "FORM_BUFFERS",
+    "FORM_FLOAT",
     "MAX_ARGS",
     "MAX_FUNCTION",
+    "OOB_MIN",
     "Entry",
     "Kind",
     "Meta",
