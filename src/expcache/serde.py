@@ -100,9 +100,7 @@ _INFLATE_OUT: Final = 1 << 18
 _INF: Final = float("inf")
 _F64_SIZE: Final = 8
 _KEY_HINT: Final = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
-# the hit path, bound once: unsigned, default codec, a float or a small pickle
-_FLOAT_PREFIX: Final = MAGIC + bytes((FORMAT_VERSION, FLAG_FLOAT))
-_PICKLE_PREFIX: Final = MAGIC + bytes((FORMAT_VERSION, 0))
+# the hit path, bound once
 _after_flags = struct.Struct("<4xBBHHHIddQQ").unpack_from
 _f64 = struct.Struct("<d").unpack_from
 _xxh = xxhash.xxh3_128_digest
@@ -168,7 +166,10 @@ class Serde:
 
     def _setup(self) -> None:
         self._check = _MAC if self.signing_key else _DIGEST
-        self._fast = self.signing_key is None and self.codec is None
+        self._fast = self.codec is None
+        signed = FLAG_SIGNED if self.signing_key else 0  # the prefixes of the hit path:
+        self._float_prefix = MAGIC + bytes((FORMAT_VERSION, FLAG_FLOAT | signed))
+        self._pickle_prefix = MAGIC + bytes((FORMAT_VERSION, signed))
         self._mac = hmac.new(self.signing_key, digestmod="sha256") if self.signing_key else None
 
     def __getstate__(self) -> dict[str, Any]:  # the HMAC state is rebuilt, not pickled
@@ -260,27 +261,38 @@ class Serde:
             digest.update(part)
         return digest.digest()
 
+    def _signed(self, key: str, data: bytes, end: int) -> bool:
+        mac = self._mac.copy()  # type: ignore[union-attr]
+        mac.update(data[:end])
+        mac.update(key.encode())
+        return hmac.compare_digest(mac.digest(), data[end:])
+
     # -- reading ---------------------------------------------------------------------------------
     def loads(self, key: str, data: bytes | bytearray | memoryview) -> Entry:
         try:
             if self._fast and type(data) is bytes:
-                # The hit path: unsigned, default codec, a float or a small pickle. Verified
-                # like any other entry, with the fewest Python objects on the way.
+                # The hit path: default codec, a float or a small pickle. Verified like any
+                # other entry, with the fewest Python objects on the way.
                 prefix = data[:4]
-                is_float = prefix == _FLOAT_PREFIX
-                if (is_float or prefix == _PICKLE_PREFIX) and len(data) > _HEAD:
+                is_float = prefix == self._float_prefix
+                if (is_float or prefix == self._pickle_prefix) and len(data) > _HEAD:
                     kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = (
                         _after_flags(data)
                     )
                     hend = _HEAD + lid + lfn + largs
+                    end = hend + blen
                     if (
                         kind == 1
-                        and hend + blen + _DIGEST == len(data)
+                        and end + self._check == len(data)
                         and raw == blen < 4096
                         and not (res or cflags)
                         and (lid == 16 or not lid)
-                        and _xxh(data[:-_DIGEST]) == data[-_DIGEST:]
                         and data[48:64] == _xxh(key.encode())
+                        and (
+                            _xxh(data[:end]) == data[end:]
+                            if self._mac is None
+                            else self._signed(key, data, end)
+                        )
                         and 0.0 <= seconds < _INF
                         and -_INF < created < _INF
                         and (blen == 8 or not is_float)
@@ -290,7 +302,7 @@ class Serde:
                             data[at : at + lfn].decode(), created, seconds, data[_HEAD:at],
                             data[at + lfn : hend],
                         )
-                        value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:-16])
+                        value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:end])
                         return _tuple_new(ValueEntry, (value, meta))
             return self._loads(key, data)
         except SerdeError:
