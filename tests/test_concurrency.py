@@ -20,6 +20,7 @@ import pytest
 
 from expcache import CacheStats, Memoized, MemoryBackend, RepetitionPolicy
 from expcache.backends import Backend
+from expcache.entries import MomentsEntry
 
 from . import helpers_workers as hw
 from .conftest import MemcachedServer
@@ -91,8 +92,9 @@ def test_eight_processes_hundred_calls_exact_moments(
     backend = hw.make_backend(kind, location)
     reader = Memoized(hw.noisy, backend, repeat=hw.NEVER_STOP, signature=b"noisy")
     key = reader.cache_key(-2.0)
-    tag, n, mean, m2, _ = reader.serde.loads(key, backend.get(key))
-    assert tag == "m"
+    entry = reader.serde.loads(key, backend.get(key))
+    assert isinstance(entry, MomentsEntry)
+    n, mean, m2 = entry.moments.n, entry.moments.mean, entry.moments.m2
     assert n == 800  # no lost update
     assert mean == pytest.approx(np.mean(drawn), rel=1e-12, abs=1e-12)
     assert m2 / (n - 1) == pytest.approx(np.var(drawn, ddof=1), rel=1e-10)

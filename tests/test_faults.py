@@ -19,6 +19,7 @@ import pytest
 
 from expcache import MemcachedBackend, Memoized, RepetitionPolicy
 from expcache.backends.memcached import _MANIFEST
+from expcache.entries import Meta, ValueEntry
 from expcache.serde import ENV_SIGNING_KEY, FORMAT_VERSION, MAGIC, Serde, _key_digest
 
 from . import helpers_workers
@@ -278,9 +279,11 @@ def forged(kind: str, key: str, marker: Path) -> bytes:
     header = MAGIC + bytes((FORMAT_VERSION, 2)) + _key_digest(key)  # flags: signed
     return {
         "raw_pickle": payload,
-        "unsigned_envelope": Serde(None).dumps(key, Touch(marker)),
+        "unsigned_envelope": Serde(None).dumps(key, ValueEntry(Touch(marker), Meta())),
         "bad_mac": header + b"\x00" * 32 + payload,
-        "other_signing_key": Serde(b"another key of 32 bytes........").dumps(key, Touch(marker)),
+        "other_signing_key": Serde(b"another key of 32 bytes........").dumps(
+            key, ValueEntry(Touch(marker), Meta())
+        ),
     }[kind]
 
 
@@ -289,9 +292,9 @@ def test_unsigned_reader_executes_a_forged_pickle(memcached: MemcachedServer, tm
     m = Memoized(triple, MemcachedBackend([memcached.address], timeout=5))
     marker = tmp_path / "pwned"
     raw_client(memcached).set(m.cache_key(1), forged("unsigned_envelope", m.cache_key(1), marker))
-    assert m(1) == 3
+    assert m(1) is None  # a well-formed unsigned entry: the forger chose the value too
     assert marker.exists()
-    assert m.stats.corrupt == 1  # the result was not a cache entry, but the damage is done
+    assert m.stats.hits == 1 and m.stats.corrupt == 0
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ The public API, exported once here. Backends live in ``expcache.backends``; the 
 
 from .backends import DiskBackend, MemcachedBackend, MemoryBackend, NullBackend
 from .compat import MemcachedClientConfig, memcached
+from .entries import Meta, MomentsEntry, ValueEntry
 from .errors import (
     BackendError,
     BackendTimeout,
@@ -39,12 +40,15 @@ __all__ = [
     "MemcachedClientConfig",
     "Memoized",
     "MemoryBackend",
+    "Meta",
     "Moments",
+    "MomentsEntry",
     "NullBackend",
     "RepetitionPolicy",
     "SerdeError",
     "SignatureError",
     "StoreRefused",
+    "ValueEntry",
     "ValueTooLarge",
     "__version__",
     "fingerprint",

@@ -1,19 +1,32 @@
-"""The value envelope: everything expcache stores goes through here.
+"""The verified envelope: everything expcache stores goes through here.
 
-Layout of a stored value::
+Layout (format 3, little-endian; the byte table is in the README)::
 
-    b"XC" | format (1 byte) | flags (1 byte) | key digest (16 bytes) | [HMAC-SHA256 (32)] | body
+    fixed header, 64 bytes: "XC" | format | flags | kind | identity, function, args lengths
+        | reserved | codec flags | created | seconds | body length | payload length | xxh3(key)
+    identity | function label (utf-8) | args
+    body: the payload, zlib-compressed with flag 1
+    trailer: unsigned xxh3-128(header | body); signed HMAC-SHA256(header | body | key)
 
-``body`` is a pickle (optionally zlib-compressed) of one entry tuple. The header is checked
-*before* anything is unpickled:
+Why it is shaped like this:
 
-- the magic and format byte reject garbage and entries of another format version;
-- the key digest rejects a valid entry copied under another key;
-- with a signing key, the HMAC over ``key | header | body`` rejects anything not written by a
-  holder of the key -- this is what stops a writer with network access to memcached from
-  making every worker unpickle an object of its choosing (arbitrary code execution).
+- One check over the whole envelope: a flipped byte anywhere -- bit rot in a diskcache file,
+  a float patched in SQLite -- is a ``SerdeError`` (a counted miss), never a wrong value.
+  Unsigned, the key enters through its digest in the header, compared with the reader's key:
+  integrity needs no more, and the hit path stays two short hashes without concatenation.
+- Signed, the HMAC covers the key's own bytes too and is verified before anything is
+  decoded: a writer with network access to memcached can neither make workers unpickle an
+  object of its choosing nor replay a signed entry under another key. The header's lengths
+  make ``header | body`` self-delimiting, so appending the key is unambiguous.
+- A trailer, so that the check is one contiguous hash and can be computed while reading.
+- Every length is checked against the data before use; decompression fills a buffer of the
+  declared payload length, at most ``max_size``: a zlib bomb allocates nothing more.
+- Only ``SerdeError`` leaves ``loads``/``read_meta``/``verify``, whatever the input.
 
-Any rejection raises ``SerdeError``; the memoizer turns it into a counted miss.
+Payloads (``entries``): moments in a fixed binary layout, a float as its 8 bytes, anything
+else a pickle (protocol 5) with large buffers out of band -- or the bytes of a custom codec
+in pymemcache's protocol (``serialize(key, value) -> (bytes, flags)``,
+``deserialize(key, bytes, flags)``), inside the same verified envelope.
 """
 
 from __future__ import annotations
@@ -21,136 +34,430 @@ from __future__ import annotations
 import hmac
 import os
 import pickle
+import struct
 import zlib
+from collections.abc import Sequence
 from typing import Any, Final
 
 import xxhash
 
-from .entries import MomentsEntry, ValueEntry
-from .errors import ConfigError, SerdeError, SignatureError
+from . import _validate
+from .entries import (
+    ALIGN,
+    FORM_BUFFERS,
+    FORM_FLOAT,
+    Entry,
+    Kind,
+    Meta,
+    MomentsEntry,
+    PayloadCodec,
+    ValueEntry,
+    check_meta,
+    decode_codec,
+    decode_moments,
+    decode_value,
+    encode_codec,
+    encode_moments,
+    encode_value,
+    kind_of,
+    make_meta,
+    split_buffers,
+)
+from .errors import ConfigError, SerdeError, SignatureError, ValueTooLarge
 
-__all__ = ["ENV_SIGNING_KEY", "FORMAT_VERSION", "Serde", "signing_key_from_env"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "ENV_SIGNING_KEY",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "PayloadCodec",
+    "Serde",
+    "signing_key_from_env",
+]
 
 MAGIC: Final = b"XC"
-FORMAT_VERSION: Final = 2  # 2: xxh3-128 key digest (1 used blake2b)
+FORMAT_VERSION: Final = 3  # 3: digest over everything, Meta and kind in the header (2: key digest)
 ENV_SIGNING_KEY: Final = "EXPCACHE_SIGNING_KEY"
-PICKLE_PROTOCOL: Final = 5
-_FLAG_ZLIB: Final = 1
-_FLAG_SIGNED: Final = 2
-_DIGEST_SIZE: Final = 16
-_MAC_SIZE: Final = 32
-_HEADER: Final = len(MAGIC) + 2 + _DIGEST_SIZE
+DEFAULT_MAX_SIZE: Final = 2**30
+FLAG_ZLIB: Final = 1
+FLAG_SIGNED: Final = 2
+FLAG_CODEC: Final = 4  # the payload is a custom codec's bytes (codec flags in the header)
+FLAG_BUFFERS: Final = FORM_BUFFERS  # the pickle's large buffers follow it out of band
+FLAG_FLOAT: Final = FORM_FLOAT  # the payload is one Python float, as a little-endian f64
+_KNOWN_FLAGS: Final = FLAG_ZLIB | FLAG_SIGNED | FLAG_CODEC | FLAG_BUFFERS | FLAG_FLOAT
+_PAYLOAD_FLAGS: Final = FLAG_CODEC | FLAG_BUFFERS | FLAG_FLOAT  # at most one, values only
+_KINDS: Final[dict[int, Kind]] = {1: "value", 2: "moments"}
+_CODES: Final[dict[str, int]] = {"value": 1, "moments": 2}
+_FIXED: Final = struct.Struct("<2sBBBBHHHIddQQ16s")  # 64 bytes
+_HEAD: Final = _FIXED.size
+_DIGEST: Final = 16
+_MAC: Final = 32
 _MIN_KEY: Final = 16
-_PLAIN: Final = MAGIC + bytes((FORMAT_VERSION, 0))  # unsigned, uncompressed
+_SAMPLE: Final = 4 * 1024
+_SAMPLE_FROM: Final = 256 * 1024  # larger bodies are sampled before a compression attempt
+_INFLATE_IN: Final = 1 << 16
+_INFLATE_OUT: Final = 1 << 18
+_INF: Final = float("inf")
+_F64_SIZE: Final = 8
+_KEY_HINT: Final = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
+# the hit path, bound once
+_after_flags = struct.Struct("<4xBBHHHIddQQ").unpack_from
+_f64 = struct.Struct("<d").unpack_from
+_xxh = xxhash.xxh3_128_digest
+_unpickle = pickle.loads
+_tuple_new = tuple.__new__
 
 
 def signing_key_from_env() -> bytes | None:
     """The signing key from ``EXPCACHE_SIGNING_KEY``, if set and not empty."""
-    value = os.environ.get(ENV_SIGNING_KEY)
-    if not value:
-        return None
-    if len(value.encode()) < _MIN_KEY:
-        raise ConfigError(
-            f"{ENV_SIGNING_KEY}: the signing key must be at least {_MIN_KEY} bytes long; "
-            "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
-        )
-    return value.encode()
+    return _signing_key(ENV_SIGNING_KEY, os.environ.get(ENV_SIGNING_KEY))
+
+
+def _signing_key(param: str, value: Any) -> bytes | None:
+    """``None`` for no key ("" too: an unset ``${oc.env:...}`` in YAML), else >= 16 bytes."""
+    key = value.encode() if isinstance(value, str) else value
+    if key is not None and not isinstance(key, bytes):
+        raise ConfigError(param=param, value=value, secret=True,
+                          expected=f"bytes or str of at least {_MIN_KEY} bytes, or null")
+    if key and len(key) < _MIN_KEY:
+        raise ConfigError(param=param, value=value, expected=f"at least {_MIN_KEY} bytes",
+                          hint=_KEY_HINT, secret=True)
+    return key or None
 
 
 def _key_digest(key: str) -> bytes:
-    # An integrity check against misfiled entries, not a security boundary (the HMAC is):
-    # xxh3 costs a tenth of blake2b on the hit path.
-    return xxhash.xxh3_128_digest(key.encode())
+    return _xxh(key.encode())
 
 
 class Serde:
-    """Encodes entries into envelopes and back, verifying before unpickling.
+    """Encodes entries into envelopes and back, verifying before decoding anything.
 
-    ``compress_min`` is the body size from which zlib (level 1, fast) is tried; it is kept only
-    when it saves at least an eighth, so incompressible data (random floats) costs one attempt.
+    ``max_size`` bounds a payload (decompressed) in both directions; ``None`` is
+    ``DEFAULT_MAX_SIZE`` (1 GiB). From ``compress_min`` bytes zlib (level 1) is tried and kept
+    only when it saves an eighth; bodies over 256 KiB are sampled first (16 KiB), so
+    incompressible data (random floats) costs ~0.3 ms instead of a full attempt at ~40 MB/s.
+
+    ``dumps`` raises ``SerdeError`` for an entry that cannot be stored (unpicklable value,
+    codec failure, invalid moments or meta) and ``ValueTooLarge`` for a payload over
+    ``max_size``. A writable buffer given to ``loads`` is handed over: the value's large
+    arrays may be views of it.
     """
 
     def __init__(
-        self, signing_key: bytes | str | None = None, *, compress_min: int = 64 * 1024
+        self,
+        signing_key: bytes | str | None = None,
+        *,
+        max_size: int | None = None,
+        codec: PayloadCodec | None = None,
+        compress_min: int = 64 * 1024,
     ) -> None:
-        if isinstance(signing_key, str):
-            signing_key = signing_key.encode()
-        if signing_key is not None and len(signing_key) < _MIN_KEY:
+        if codec is not None and not isinstance(codec, PayloadCodec):
             raise ConfigError(
-                f"signing_key: must be at least {_MIN_KEY} bytes long; generate one with "
-                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+                param="codec", value=codec,
+                expected="an object with serialize(key, value) and deserialize(key, data, flags)",
             )
-        self.signing_key = signing_key
-        self.compress_min = compress_min
+        self.signing_key = _signing_key("signing_key", signing_key)
+        self.max_size: int = _validate.integer(
+            "max_size", DEFAULT_MAX_SIZE if max_size is None else max_size, ge=1
+        )
+        self.codec = codec
+        self.compress_min: int = _validate.integer("compress_min", compress_min, ge=1)
+        self._setup()
+
+    def _setup(self) -> None:
+        self._check = _MAC if self.signing_key else _DIGEST
+        self._fast = self.codec is None
+        signed = FLAG_SIGNED if self.signing_key else 0  # the prefixes of the hit path:
+        self._float_prefix = MAGIC + bytes((FORMAT_VERSION, FLAG_FLOAT | signed))
+        self._pickle_prefix = MAGIC + bytes((FORMAT_VERSION, signed))
+        self._mac = hmac.new(self.signing_key, digestmod="sha256") if self.signing_key else None
+
+    def __getstate__(self) -> dict[str, Any]:  # the HMAC state is rebuilt, not pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_mac"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup()
 
     @property
     def signed(self) -> bool:
         return self.signing_key is not None
 
-    def dumps(self, key: str, entry: Any) -> bytes:
-        body = pickle.dumps(entry, protocol=PICKLE_PROTOCOL)
-        flags = 0
-        if len(body) >= self.compress_min:
-            packed = zlib.compress(body, 1)
-            if len(packed) <= len(body) - len(body) // 8:
-                body, flags = packed, flags | _FLAG_ZLIB
-        if self.signing_key is not None:
-            flags |= _FLAG_SIGNED
-            header = MAGIC + bytes((FORMAT_VERSION, flags)) + _key_digest(key)
-            mac = hmac.new(self.signing_key, key.encode() + header + body, "sha256").digest()
-            return header + mac + body
-        return MAGIC + bytes((FORMAT_VERSION, flags)) + _key_digest(key) + body
+    def __repr__(self) -> str:
+        codec = "" if self.codec is None else f", codec={type(self.codec).__name__}"
+        return f"Serde(signed={self.signed}, max_size={self.max_size}{codec})"
 
-    def loads(self, key: str, data: bytes) -> Any:
-        entry = self._loads(key, data)
-        if type(entry) is not ValueEntry and type(entry) is not MomentsEntry:
-            raise SerdeError(f"entry under {key!r} has an unknown layout")
-        return entry
-
-    def _loads(self, key: str, data: bytes) -> Any:
-        if (  # the hit path: unsigned and uncompressed, header checked, then unpickled
-            self.signing_key is None
-            and type(data) is bytes
-            and data[:4] == _PLAIN
-            and len(data) > _HEADER
-        ):
-            if data[4:_HEADER] != _key_digest(key):
-                raise SerdeError(f"entry under {key!r} was written for another key")
-            try:
-                return pickle.loads(memoryview(data)[_HEADER:])
-            except Exception as exc:  # any unpickling failure means a corrupt entry
-                raise SerdeError(f"entry under {key!r} cannot be decoded: {exc!r}") from exc
-        if not isinstance(data, (bytes, bytearray)) or len(data) < _HEADER or data[:2] != MAGIC:
-            raise SerdeError(f"entry under {key!r} is not an expcache envelope")
-        if data[2] != FORMAT_VERSION:
-            raise SerdeError(
-                f"entry under {key!r} has envelope format {data[2]}, expected {FORMAT_VERSION}"
+    # -- writing ---------------------------------------------------------------------------------
+    def dumps(self, key: str, entry: Entry) -> bytes:
+        try:
+            kind = kind_of(entry)
+            function, created, seconds, identity, args = check_meta(entry.meta)
+            hend = _HEAD + len(identity) + len(function) + len(args)
+            flags, cflags, parts = self._payload(key, entry, hend)
+            raw = sum(map(len, parts))
+            if raw > self.max_size:
+                raise ValueTooLarge(
+                    f"entry under {key!r}: payload of {raw} bytes exceeds max_size={self.max_size}"
+                )
+            packed = self._compress(parts, raw)
+            if packed is not None:
+                parts, flags = packed, flags | FLAG_ZLIB
+            if self.signing_key:
+                flags |= FLAG_SIGNED
+            fixed = _FIXED.pack(
+                MAGIC, FORMAT_VERSION, flags, _CODES[kind], len(identity), len(function),
+                len(args), 0, cflags, created, seconds, sum(map(len, parts)), raw,
+                _key_digest(key),
             )
-        flags = data[3]
-        if data[4:_HEADER] != _key_digest(key):
-            raise SerdeError(f"entry under {key!r} was written for another key")
-        if flags & ~(_FLAG_ZLIB | _FLAG_SIGNED):
+            parts = [fixed, identity, function, args, *parts]
+            parts.append(self._seal(key.encode(), parts))
+            return b"".join(parts)
+        except (SerdeError, ValueTooLarge):
+            raise
+        except Exception as exc:
+            raise SerdeError(f"entry under {key!r} cannot be encoded: {exc!r}") from exc
+
+    def _payload(self, key: str, entry: Entry, start: int) -> tuple[int, int, list[Any]]:
+        """``(flags, codec flags, body parts)``; parts are 1-D byte buffers, not copied.
+        ``start`` is where the body begins in the envelope (for aligning arrays)."""
+        if type(entry) is MomentsEntry:
+            return 0, 0, encode_moments(entry.moments)
+        try:
+            if self.codec is not None:
+                cflags, parts = encode_codec(self.codec, key, entry[0])
+                return FLAG_CODEC, cflags, parts
+            form, parts = encode_value(entry[0], start)
+            return form, 0, parts
+        except SerdeError as exc:
+            raise SerdeError(f"entry under {key!r}: {exc}") from exc
+
+    def _compress(self, parts: list[Any], raw: int) -> list[Any] | None:
+        if raw < self.compress_min:
+            return None
+        if raw > _SAMPLE_FROM:  # four 4 KiB windows of the largest part decide (~0.1 ms)
+            big = memoryview(max(parts, key=len))
+            step = (len(big) - _SAMPLE) // 3
+            sample = b"".join(big[i * step : i * step + _SAMPLE] for i in range(4))
+            if len(zlib.compress(sample, 1)) > len(sample) - len(sample) // 8:
+                return None
+        compressor = zlib.compressobj(1)
+        packed = [compressor.compress(part) for part in parts]
+        packed.append(compressor.flush())
+        return packed if sum(map(len, packed)) <= raw - raw // 8 else None
+
+    def _seal(self, key: bytes, parts: Sequence[Any]) -> bytes:
+        """The trailer over ``header | body``: an xxh3-128 digest, or an HMAC that also
+        covers the key's bytes."""
+        if self._mac is not None:
+            mac = self._mac.copy()
+            for part in parts:
+                mac.update(part)
+            mac.update(key)
+            return mac.digest()
+        if len(parts) == 1:
+            return _xxh(parts[0])
+        digest = xxhash.xxh3_128()
+        for part in parts:
+            digest.update(part)
+        return digest.digest()
+
+    def _signed(self, key: str, data: bytes, end: int) -> bool:
+        mac = self._mac.copy()  # type: ignore[union-attr]
+        mac.update(data[:end])
+        mac.update(key.encode())
+        return hmac.compare_digest(mac.digest(), data[end:])
+
+    # -- reading ---------------------------------------------------------------------------------
+    def loads(self, key: str, data: bytes | bytearray | memoryview) -> Entry:
+        try:
+            if self._fast and type(data) is bytes:
+                # The hit path: default codec, a float or a small pickle. Verified like any
+                # other entry, with the fewest Python objects on the way.
+                prefix = data[:4]
+                is_float = prefix == self._float_prefix
+                if (is_float or prefix == self._pickle_prefix) and len(data) > _HEAD:
+                    kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = (
+                        _after_flags(data)
+                    )
+                    hend = _HEAD + lid + lfn + largs
+                    end = hend + blen
+                    if (
+                        kind == 1
+                        and end + self._check == len(data)
+                        and raw == blen < 4096
+                        and not (res or cflags)
+                        and (lid == 16 or not lid)
+                        and data[48:64] == _xxh(key.encode())
+                        and (
+                            _xxh(data[:end]) == data[end:]
+                            if self._mac is None
+                            else self._signed(key, data, end)
+                        )
+                        and 0.0 <= seconds < _INF
+                        and -_INF < created < _INF
+                        and (blen == 8 or not is_float)
+                    ):
+                        at = _HEAD + lid
+                        meta = make_meta(
+                            data[at : at + lfn].decode(), created, seconds, data[_HEAD:at],
+                            data[at + lfn : hend],
+                        )
+                        value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:end])
+                        return _tuple_new(ValueEntry, (value, meta))
+            return self._loads(key, data)
+        except SerdeError:
+            raise
+        except Exception as exc:  # whatever a payload does on decode, it is a bad entry
+            raise _undecodable(key, exc) from exc
+
+    def _loads(self, key: str, data: Any) -> Entry:
+        kind, meta, flags, cflags, body, writable = self._open(key, data)
+        try:
+            if kind == "moments":
+                return MomentsEntry(decode_moments(body), meta)
+            if flags & FLAG_CODEC:
+                if self.codec is None:
+                    raise SerdeError("written with a custom codec; this reader has none")
+                return ValueEntry(decode_codec(self.codec, key, body, cflags), meta)
+            if self.codec is not None:  # a codec is often chosen to avoid pickle: honour that
+                raise SerdeError("a pickle; this reader uses a custom codec")
+            return ValueEntry(decode_value(flags & _PAYLOAD_FLAGS, body, writable), meta)
+        except SerdeError as exc:
+            raise _undecodable(key, exc) from exc
+
+    def read_meta(self, key: str, data: bytes | bytearray | memoryview) -> tuple[Kind, Meta, int]:
+        """``(kind, meta, payload size)`` of a verified entry, without decoding its payload.
+
+        The payload size is the decoded (decompressed) size; the stored size is ``len(data)``.
+        """
+        try:
+            kind, meta, _, raw = self._header(key, data)[:4]
+        except SerdeError:
+            raise
+        except Exception as exc:
+            raise _undecodable(key, exc) from exc
+        return kind, meta, raw
+
+    def verify(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Everything ``loads`` checks except running pickle or the codec on the payload:
+        the digest or HMAC, the header, decompression, moments, the buffer table."""
+        try:
+            kind, _, flags, _, body, _ = self._open(key, data)
+        except SerdeError:
+            raise
+        except Exception as exc:
+            raise _undecodable(key, exc) from exc
+        try:
+            if kind == "moments":
+                decode_moments(body)
+            elif flags & FLAG_BUFFERS:
+                split_buffers(body, True)
+        except Exception as exc:
+            raise _undecodable(key, exc) from exc
+
+    def _header(self, key: str, data: Any) -> tuple[Kind, Meta, int, int, int, memoryview, int]:
+        """Parse and verify: ``(kind, meta, flags, payload size, codec flags, body, where the
+        body starts)``. Every length is checked against the data before it is used."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SerdeError(f"entry under {key!r} is not an expcache envelope (not bytes)")
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        if len(view) < _HEAD or bytes(view[:2]) != MAGIC:
+            raise SerdeError(f"entry under {key!r} is not an expcache envelope")
+        (_, version, flags, code, lid, lfn, largs, res, cflags, created, seconds, blen, raw,
+         digest) = _FIXED.unpack_from(view)
+        if version != FORMAT_VERSION:
+            raise SerdeError(
+                f"entry under {key!r} has envelope format {version}, expected {FORMAT_VERSION}"
+            )
+        if flags & ~_KNOWN_FLAGS:
             raise SerdeError(f"entry under {key!r} has unknown flags {flags:#04x}")
-        body_start = _HEADER
-        if self.signing_key is not None:
-            if not flags & _FLAG_SIGNED:
-                raise SignatureError(f"entry under {key!r} is not signed; signing is required")
-            body_start += _MAC_SIZE
-            mac = data[_HEADER:body_start]
-            expected = hmac.new(
-                self.signing_key, key.encode() + data[:_HEADER] + data[body_start:], "sha256"
-            ).digest()
-            if not hmac.compare_digest(mac, expected):
-                raise SignatureError(f"entry under {key!r} has an invalid signature")
-        elif flags & _FLAG_SIGNED:
+        if self.signing_key and not flags & FLAG_SIGNED:
+            raise SignatureError(f"entry under {key!r} is not signed; signing is required")
+        if not self.signing_key and flags & FLAG_SIGNED:
             raise SignatureError(
                 f"entry under {key!r} is signed but no signing key is configured "
                 f"(set {ENV_SIGNING_KEY} like the writer did)"
             )
-        body = memoryview(data)[body_start:]
-        try:
-            if flags & _FLAG_ZLIB:
-                body = memoryview(zlib.decompress(body))
-            return pickle.loads(body)
-        except Exception as exc:  # any unpickling failure means a corrupt entry
-            raise SerdeError(f"entry under {key!r} cannot be decoded: {exc!r}") from exc
+        kind = _KINDS.get(code)
+        payload = flags & _PAYLOAD_FLAGS
+        if (
+            kind is None
+            or res
+            or lid not in (0, 16)
+            or payload & (payload - 1)  # more than one payload form
+            or (kind == "moments" and payload)
+            or (cflags and not payload & FLAG_CODEC)
+            or (payload & FLAG_FLOAT and raw != _F64_SIZE)
+        ):
+            raise SerdeError(f"entry under {key!r} has a malformed header")
+        hend = _HEAD + lid + lfn + largs
+        if hend + blen + self._check != len(view):
+            raise SerdeError(
+                f"entry under {key!r} is {len(view)} bytes, "
+                f"its header declares {hend + blen + self._check}"
+            )
+        if raw > self.max_size or (not flags & FLAG_ZLIB and raw != blen):
+            raise SerdeError(
+                f"entry under {key!r} declares a payload of {raw} bytes "
+                f"(max_size={self.max_size}, stored {blen})"
+            )
+        keyb = key.encode()
+        if digest != _xxh(keyb):
+            raise SerdeError(f"entry under {key!r} was written for another key")
+        if not hmac.compare_digest(self._seal(keyb, (view[: -self._check],)), view[-self._check :]):
+            if self.signing_key:
+                raise SignatureError(f"entry under {key!r} has an invalid signature")
+            raise SerdeError(f"entry under {key!r} is corrupt (digest mismatch)")
+        if not (0.0 <= seconds < _INF and -_INF < created < _INF):
+            raise SerdeError(f"entry under {key!r}: created={created!r}, seconds={seconds!r}")
+        at = _HEAD + lid
+        meta = make_meta(
+            str(view[at : at + lfn], "utf-8"), created, seconds, bytes(view[_HEAD:at]),
+            bytes(view[at + lfn : hend]),
+        )
+        return kind, meta, flags, raw, cflags, view[hend : hend + blen], hend
+
+    def _open(self, key: str, data: Any) -> tuple[Kind, Meta, int, int, memoryview, bool]:
+        """The verified header and the payload: ``(kind, meta, flags, codec flags, body,
+        writable)``; decompressed (bounded) into a fresh, aligned buffer when needed."""
+        kind, meta, flags, raw, cflags, body, start = self._header(key, data)
+        if not flags & FLAG_ZLIB:
+            return kind, meta, flags, cflags, body, not body.readonly
+        return kind, meta, flags, cflags, _inflate(key, body, raw, start % ALIGN), True
+
+
+def _undecodable(key: str, exc: Exception) -> SerdeError:
+    detail = exc if isinstance(exc, SerdeError) else f"cannot be decoded: {exc!r}"
+    return SerdeError(f"entry under {key!r}: {detail}")
+
+
+def _inflate(key: str, body: memoryview, raw: int, lead: int) -> memoryview:
+    """Decompress exactly ``raw`` bytes (already checked against ``max_size``) into a buffer
+    placed like the body would be in an envelope, so out-of-band arrays stay aligned.
+
+    Input goes in slices and output comes out at most ``raw`` bytes in all, so neither a bomb
+    nor a long stream costs more than the declared size plus a chunk (zlib's
+    ``unconsumed_tail`` is a copy: feeding the whole body would copy it once per chunk).
+    """
+    out = bytearray(lead + raw)
+    inflater = zlib.decompressobj()
+    pos, end = lead, lead + raw
+    for at in range(0, len(body), _INFLATE_IN):
+        pending: Any = body[at : at + _INFLATE_IN]
+        while pending and not inflater.eof:
+            room = end - pos
+            piece = inflater.decompress(pending, min(room, _INFLATE_OUT) or 1)  # 0 = unbounded
+            if len(piece) > room:
+                raise SerdeError(f"entry under {key!r}: compressed payload longer than declared")
+            out[pos : pos + len(piece)] = piece
+            pos += len(piece)
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            if inflater.unused_data or at + _INFLATE_IN < len(body):
+                raise SerdeError(f"entry under {key!r}: bytes after the compressed payload")
+            break
+    if not inflater.eof or pos != end:
+        raise SerdeError(f"entry under {key!r}: compressed payload shorter than declared")
+    return memoryview(out)[lead:]
