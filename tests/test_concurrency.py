@@ -113,7 +113,7 @@ def test_cas_retries_exhausted_still_returns_the_evaluation(any_backend: Backend
     def inner_fn(x: int) -> float:
         return 5.0
 
-    inner = Memoized(inner_fn, any_backend, repeat=never, signature=b"contended")
+    inner = Memoized(inner_fn, any_backend, repeat=never, signature=b"contended", name="c")
 
     def outer_fn(x: int) -> float:
         inner(x)
@@ -121,7 +121,8 @@ def test_cas_retries_exhausted_still_returns_the_evaluation(any_backend: Backend
 
     def outer(retries: int) -> Memoized[..., float]:
         return Memoized(
-            outer_fn, any_backend, repeat=never, signature=b"contended", max_cas_retries=retries
+            outer_fn, any_backend, repeat=never, signature=b"contended", name="c",
+            max_cas_retries=retries,
         )
 
     stubborn = outer(1)

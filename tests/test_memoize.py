@@ -157,14 +157,17 @@ def test_custom_signature_is_shared_by_different_functions(any_backend: Backend)
     def g(x: int) -> str:
         return "from g"
 
-    mf = Memoized(f, any_backend, signature=b"utility-v1")
-    mg = Memoized(g, any_backend, signature=b"utility-v1")
-    other = Memoized(g, any_backend, signature=b"utility-v2")
+    # signature= owns the identity within one label: the same name= makes them one function
+    mf = Memoized(f, any_backend, signature=b"utility-v1", name="utility")
+    mg = Memoized(g, any_backend, signature=b"utility-v1", name="utility")
+    other = Memoized(g, any_backend, signature=b"utility-v2", name="utility")
+    unnamed = Memoized(g, any_backend, signature=b"utility-v1")  # another label: apart
     assert mf(1) == "from f"
     assert mg(1) == "from f"  # same signature: g's call is answered with f's entry
     assert mg.stats.hits == 1
     assert other(1) == "from g"  # another signature, another entry
     assert mf.cache_key(1) == mg.cache_key(1) != other.cache_key(1)
+    assert unnamed(1) == "from g" and unnamed.cache_key(1) != mf.cache_key(1)
 
 
 # -- falsy results -------------------------------------------------------------------------------

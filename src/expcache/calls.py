@@ -27,10 +27,10 @@ from typing import Any, Final
 from .backends.base import Backend
 from .backends.null import NullBackend
 from .entries import Meta, MomentsEntry, ValueEntry
-from .errors import BackendError, SerdeError
+from .errors import BackendError, SerdeError, ValueTooLarge
+from .explain import note_identity
 from .filelease import FileLease, LocalLease
 from .guard import FAILED, REFUSED, Guard, Outcome
-from .explain import note_identity
 from .keys import KeyMaker, pack_argument_digests
 from .lease import NO_LEASE, Claim, Lease, StoreLease
 from .options import Options
@@ -86,7 +86,7 @@ class Core:
         )
         key = options.signing_key if options.signing_key is not None else signing_key_from_env()
         self.serde = Serde(key, max_size=backend.max_value_size, codec=options.codec)
-        self.guard = Guard(backend, rec, options.name or getattr(fn, "__name__", self.label))
+        self.guard = Guard(backend, rec, options.name or str(getattr(fn, "__name__", self.label)))
         self.off = isinstance(backend, NullBackend)
         self.auto = options.time_threshold == "auto"
         self.lookup_seconds = 0.0  # running estimate of one lookup's cost (for "auto")
@@ -100,22 +100,28 @@ class Core:
         self._loads = self.serde.loads
 
     # -- leases ------------------------------------------------------------------------------
-    def _lease_factory(self) -> Callable[[str], Lease]:
+    def _lease_factory(self) -> Callable[[str, bytes | None], Lease]:
+        """The lease each miss takes: none, in-process (memory), a file lock (disk: one
+        host) or an item of the store itself (memcached, any other shared backend)."""
         o = self.options
         backend = self.backend
         if not o.lease or self.off:
-            return lambda key: NO_LEASE
+            return lambda key, seen: NO_LEASE
         guard = self.guard
+        decode = self.decode_value
         if backend.scope == "process":
-            return lambda key: LocalLease(guard, key, max_wait=o.lease_max_wait)
+            return lambda key, seen: LocalLease(
+                guard, key, decode(key), seen, max_wait=o.lease_max_wait
+            )
         directory = getattr(backend, "directory", None)
         if backend.scope == "host" and isinstance(directory, Path):
-            return lambda key: FileLease(
-                guard, key, directory=directory, max_wait=o.lease_max_wait
+            return lambda key, seen: FileLease(
+                guard, key, decode(key), seen, directory=directory, max_wait=o.lease_max_wait
             )
         signing = self.serde.signing_key
-        return lambda key: StoreLease(
-            guard, key, ttl=o.lease_ttl, max_wait=o.lease_max_wait, signing_key=signing
+        return lambda key, seen: StoreLease(
+            guard, key, decode(key), seen, ttl=o.lease_ttl, max_wait=o.lease_max_wait,
+            signing_key=signing,
         )
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -156,7 +162,7 @@ class Core:
     def decode(self, key: str, data: bytes) -> ValueEntry | MomentsEntry | None:
         """The verified entry, or None (counted in ``corrupt``, logged once)."""
         try:
-            return self._loads(key, data)  # type: ignore[no-any-return]
+            return self._loads(key, data)
         except SerdeError as exc:
             self.guard.corrupt(exc)
             return None
@@ -172,7 +178,7 @@ class Core:
         """Seconds a result must have taken to be stored (``auto``: relative to a lookup)."""
         if self.auto:
             return _AUTO_FACTOR * self.lookup_seconds
-        return float(self.options.time_threshold)  # type: ignore[arg-type]
+        return float(self.options.time_threshold)
 
     def note_lookup(self, seconds: float) -> None:
         # The first lookup pays for connecting (or creating the disk cache): it stands in
@@ -192,12 +198,15 @@ class Core:
             return False
         try:
             data = self.serde.dumps(key, ValueEntry(value, self.call_meta(elapsed, args, kwargs)))
+        except ValueTooLarge as exc:
+            self.guard.too_large(exc)
+            return False
         except Exception as exc:  # an unpicklable result is returned, just not stored
             self.guard.unstorable(exc)
             return False
-        got = self.guard.run(self.backend.set, key, data, self.expire, write=True)
+        got: Any = self.guard.run(self.backend.set, key, data, self.expire, write=True)
         if got is FAILED:
-            return FAILED
+            return Outcome.FAILED
         if got is REFUSED:
             return False
         self.rec.add(sets=1)
@@ -231,23 +240,25 @@ class Core:
                     return entry.value
         if self.auto:
             self.note_lookup(time.perf_counter() - started)
-        return self.miss(key, args, kwargs)
+        return self.miss(key, args, kwargs, data)
 
-    def miss(self, key: str, args: Args, kwargs: Kwargs) -> Any:
-        with self.new_lease(key) as lease:
+    def miss(self, key: str, args: Args, kwargs: Kwargs, seen: bytes | None) -> Any:
+        with self.new_lease(key, seen) as lease:
             claim = lease.acquire()
             if claim is Claim.WAIT:
-                got = lease.wait(self.decode_value(key))
-                if type(got) is ValueEntry:
-                    self.rec.hit(got.meta.seconds)
-                    return got.value
-                claim = got  # type: ignore[assignment]
+                claim = lease.wait()
+            if type(claim) is ValueEntry:  # another worker stored it meanwhile
+                self.rec.hit(claim.meta.seconds)
+                return claim.value
             value, elapsed = self.run(args, kwargs)
             self.rec.add(misses=1, compute_seconds=elapsed)
             if claim is Claim.FAILED:  # the backend failed this call: leave it alone
+                lease.abandon()
                 return value
             stored = self.store(key, value, elapsed, args, kwargs)
-            if stored is not FAILED:
+            if stored is FAILED:
+                lease.abandon()  # one failed operation per call: no release round trip
+            else:
                 lease.done(stored is True)
         return value
 

@@ -134,19 +134,21 @@ def memcached(
         if allow_repeated_evaluations
         else None
     )
-    backend_options = {
-        "connect_timeout": config.connect_timeout,
-        "timeout": config.timeout,
-        "no_delay": config.no_delay,
-    }
-    MemcachedBackend([config.server], **backend_options)  # validate at decoration time
+    def backend() -> MemcachedBackend:
+        return MemcachedBackend(
+            [config.server],
+            connect_timeout=config.connect_timeout,
+            timeout=config.timeout,
+            no_delay=config.no_delay,
+        )
+
+    backend()  # validate at decoration time: a bad server or timeout is a ConfigError now
 
     def wrapper(fun: Callable[..., R], signature: bytes | None = None) -> Memoized[..., R]:
-        backend = MemcachedBackend([config.server], **backend_options)
         name = getattr(fun, "__name__", type(fun).__name__)
         wrapped: Memoized[..., R] = Memoized(
             fun,
-            backend,
+            backend(),
             time_threshold=time_threshold,
             repeat=policy,
             ignore_args=ignore_args or (),

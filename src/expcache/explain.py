@@ -101,11 +101,8 @@ def note_identity(core: Core) -> None:
         key = manifest_key(core)
         try:
             data = core.serde.dumps(key, ValueEntry(manifest, core.meta(0.0)))
-            if present:
-                ok = core.backend.cas(key, data, token)
-            else:
-                ok = core.backend.add(key, data)
-        except (BackendError, SerdeError, Exception) as exc:  # noqa: BLE001 - diagnostics only
+            ok = core.backend.cas(key, data, token) if present else core.backend.add(key, data)
+        except Exception as exc:  # diagnostics only: never fail a call over a manifest
             log.debug("expcache: %s: identity manifest not written: %r", core.label, exc)
             return
         if ok:

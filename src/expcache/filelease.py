@@ -24,13 +24,13 @@ of one process computing the same key wait for the first.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -38,12 +38,13 @@ import xxhash
 
 from .entries import ValueEntry
 from .guard import Guard, Outcome
-from .lease import Claim
+from .lease import Claim, Decode
 
 __all__ = ["FileLease", "LocalLease", "lock_file_name"]
 
 lock_file_name: Final = "expcache-leases.lock"
 _OFFSET_MASK: Final = (1 << 62) - 1  # well inside off_t; 62 bits: no two keys share a byte
+_RECENT: Final = 5.0  # seconds after an in-process unlock during which a new holder looks again
 
 
 class _Table:
@@ -53,6 +54,9 @@ class _Table:
         self.path = path
         self.fd: int | None = None
         self.held: dict[int, threading.Event] = {}
+        # offsets a thread of this process unlocked lately: a lookup that missed just before
+        # that thread stored must look again once it has the lock
+        self.released: dict[int, float] = {}
         self.lock = threading.Lock()
 
     def _descriptor(self) -> int:
@@ -80,16 +84,21 @@ class _Table:
     def unlock(self, offset: int) -> None:
         with self.lock:
             event = self.held.pop(offset, None)
+            self.released[offset] = time.monotonic()
+            if len(self.released) > 4096:
+                self.released.pop(next(iter(self.released)))
             if self.path is not None and self.fd is not None:
-                try:
+                with contextlib.suppress(OSError):  # the descriptor is gone: so is the lock
                     fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
-                except OSError:
-                    pass  # the descriptor is gone: so is the lock
         if event is not None:
             event.set()
 
     def event(self, offset: int) -> threading.Event | None:
         return self.held.get(offset)
+
+    def released_lately(self, offset: int) -> bool:
+        at = self.released.get(offset)
+        return at is not None and time.monotonic() - at < _RECENT
 
 
 _TABLES: dict[Path | None, _Table] = {}
@@ -118,31 +127,52 @@ if hasattr(os, "register_at_fork"):
 class FileLease:
     """A lease on one key: a byte of ``directory/expcache-leases.lock`` (see the docstring)."""
 
-    __slots__ = ("_owned", "guard", "key", "max_wait", "offset", "table")
+    __slots__ = ("_owned", "decode", "guard", "key", "max_wait", "offset", "seen", "table")
 
     def __init__(
-        self, guard: Guard, key: str, *, directory: Path | None, max_wait: float
+        self,
+        guard: Guard,
+        key: str,
+        decode: Decode,
+        seen: bytes | None = None,
+        *,
+        directory: Path | None,
+        max_wait: float,
     ) -> None:
         self.guard = guard
         self.key = key
+        self.decode = decode
+        self.seen = seen
         self.max_wait = max_wait
         self.table = _table(None if directory is None else directory / lock_file_name)
         self.offset = xxhash.xxh3_64_intdigest(key.encode()) & _OFFSET_MASK
         self._owned = False
 
-    def acquire(self) -> Claim:
+    def acquire(self) -> Claim | ValueEntry:
         got = self.table.try_lock(self.offset)
-        if got:
-            self._owned = True
-            return Claim.OWNED
-        return Claim.WAIT if got is False else Claim.NONE
+        if not got:
+            return Claim.WAIT if got is False else Claim.NONE
+        self._owned = True
+        if self.table.released_lately(self.offset):  # a thread here just stored it, maybe
+            found = self._look()
+            if found is not None:
+                self.release()
+                return found
+        return Claim.OWNED
 
-    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim:
+    def _look(self) -> ValueEntry | None:
+        data = self.guard.run(self.guard.backend.get, self.key)
+        if type(data) is Outcome or data is None or data == self.seen:
+            return None
+        return self.decode(data)
+
+    def wait(self) -> ValueEntry | Claim:
         guard = self.guard
+        decode = self.decode
         give_up = time.monotonic() + self.max_wait
         delay = 0.001
         waited = False
-        seen: bytes | None = None
+        seen = self.seen
         while True:
             data = guard.run(guard.backend.get, self.key)
             if type(data) is Outcome:
@@ -152,17 +182,17 @@ class FileLease:
                 entry = decode(data)
                 if entry is not None:
                     return entry
-            claim = self.acquire()
-            if claim is Claim.OWNED:
+            got = self.table.try_lock(self.offset)
+            if got:
+                self._owned = True
                 # The holder stores before it unlocks: look once more before computing.
-                data = guard.run(guard.backend.get, self.key)
-                if type(data) is not Outcome and data is not None and data != seen:
-                    entry = decode(data)
-                    if entry is not None:
-                        self.release()
-                        return entry
-                return claim
-            if claim is Claim.NONE or time.monotonic() >= give_up:
+                self.seen = seen
+                found = self._look()
+                if found is not None:
+                    self.release()
+                    return found
+                return Claim.OWNED
+            if got is None or time.monotonic() >= give_up:
                 return Claim.NONE
             if not waited:
                 waited = True
@@ -183,6 +213,8 @@ class FileLease:
             self._owned = False
             self.table.unlock(self.offset)
 
+    abandon = release  # the lock lives in this process: giving it up needs no backend
+
     def __enter__(self) -> FileLease:
         return self
 
@@ -190,6 +222,8 @@ class FileLease:
         self.release()
 
 
-def LocalLease(guard: Guard, key: str, *, max_wait: float) -> FileLease:  # noqa: N802
+def LocalLease(
+    guard: Guard, key: str, decode: Decode, seen: bytes | None = None, *, max_wait: float
+) -> FileLease:
     """A lease between the threads of this process only (process-local backends)."""
-    return FileLease(guard, key, directory=None, max_wait=max_wait)
+    return FileLease(guard, key, decode, seen, directory=None, max_wait=max_wait)

@@ -11,7 +11,9 @@ goes through ``Guard.run``, which returns the operation's result or a typed ``Ou
   space, a value too large). Reads keep working, so the breaker stays closed.
 
 Logging is per *incident*, not per call: the first failure of a kind is a WARNING, the
-recovery one more, and everything between is counted on ``stats`` and logged at DEBUG. Two
+recovery an INFO line, and everything between is counted on ``stats`` and logged at DEBUG. A
+store that flaps (a full memcached refusing some sizes and not others, a breaker probe that
+fails again) warns at most once a minute per kind. Two
 kinds are kept apart because they end differently: a failing backend recovers with any
 successful operation, a refusing store only with a successful *write* (a full disk keeps
 serving reads, and a read must not declare it healthy again — that was the "failed"/"back"
@@ -26,6 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -45,6 +48,7 @@ class Outcome(enum.Enum):
     REFUSED = "refused"
 
 
+_QUIET: Final = 60.0  # seconds during which a new incident of a kind is logged at DEBUG
 FAILED: Final = Outcome.FAILED
 REFUSED: Final = Outcome.REFUSED
 
@@ -52,7 +56,9 @@ REFUSED: Final = Outcome.REFUSED
 class Guard:
     """One memoized function's view of its backend: operations in, results or outcomes out."""
 
-    __slots__ = ("_lock", "_warned", "backend", "breaker", "down", "name", "rec", "refusing")
+    __slots__ = (
+        "_last", "_lock", "_warned", "backend", "breaker", "down", "name", "rec", "refusing",
+    )
 
     def __init__(self, backend: Backend, rec: Recorder, name: str) -> None:
         self.backend = backend
@@ -62,6 +68,7 @@ class Guard:
         self.down = False  # in a failing-backend incident
         self.refusing = False  # in a store-refuses-writes incident
         self._warned: set[str] = set()
+        self._last: dict[str, float] = {}  # kind -> when its last incident was warned about
         self._lock = threading.Lock()
 
     # -- operations ----------------------------------------------------------------------------
@@ -97,12 +104,12 @@ class Guard:
                 was, self.down = self.down, False
             if was:
                 self.rec.add(reconnects=1)
-                log.warning("expcache: %s: cache backend is back", self.name)
+                log.info("expcache: %s: cache backend is back", self.name)
         if write and self.refusing:
             with self._lock:
                 was, self.refusing = self.refusing, False
             if was:
-                log.warning("expcache: %s: the cache stores results again", self.name)
+                log.info("expcache: %s: the cache stores results again", self.name)
 
     def failed(self, exc: BackendError) -> None:
         self.breaker.failure()
@@ -112,7 +119,7 @@ class Guard:
             self.rec.add(errors=1)
         with self._lock:
             first, self.down = not self.down, True
-        if first:
+        if first and self._loud("down"):
             log.warning(
                 "expcache: %s: cache backend failed (%s); computing without it until it "
                 "recovers",
@@ -120,13 +127,13 @@ class Guard:
                 exc,
             )
         else:
-            log.debug("expcache: %s: cache backend still failing: %s", self.name, exc)
+            log.debug("expcache: %s: cache backend failing: %s", self.name, exc)
 
     def refused(self, exc: BackendError) -> None:
         self.rec.add(errors=1)
         with self._lock:
             first, self.refusing = not self.refusing, True
-        if first:
+        if first and self._loud("refused"):
             log.warning(
                 "expcache: %s: result not cached: %s (further refusals are counted in "
                 "stats.errors until a store succeeds again)",
@@ -135,6 +142,16 @@ class Guard:
             )
         else:
             log.debug("expcache: %s: result not cached: %s", self.name, exc)
+
+    def _loud(self, kind: str) -> bool:
+        """Whether a new incident of ``kind`` is worth a WARNING (not one a minute ago)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < _QUIET:
+                return False
+            self._last[kind] = now
+            return True
 
     def too_large(self, exc: Exception) -> None:
         self.rec.add(too_large=1)

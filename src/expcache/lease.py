@@ -94,16 +94,26 @@ class Claim(enum.Enum):
     FAILED = "failed"  # the backend failed: compute and leave the backend alone this call
 
 
+Decode = Callable[[bytes], ValueEntry | None]
+
+
 class Lease(Protocol):
-    """One miss's claim on a key (see the module docstring)."""
+    """One miss's claim on a key (see the module docstring).
 
-    def acquire(self) -> Claim: ...
+    Built with the miss's ``decode`` (verified value entry or None, counting bad ones) and
+    the entry bytes its lookup already saw (decoded once, never counted twice).
+    ``acquire``/``wait`` may find the value after all (another worker stored it).
+    """
 
-    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim: ...
+    def acquire(self) -> Claim | ValueEntry: ...
+
+    def wait(self) -> ValueEntry | Claim: ...
 
     def done(self, stored: bool) -> None: ...
 
     def release(self) -> None: ...
+
+    def abandon(self) -> None: ...
 
     def __enter__(self) -> Lease: ...
 
@@ -115,16 +125,19 @@ class NoLease:
 
     __slots__ = ()
 
-    def acquire(self) -> Claim:
+    def acquire(self) -> Claim | ValueEntry:
         return Claim.NONE
 
-    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim:
+    def wait(self) -> ValueEntry | Claim:
         return Claim.NONE
 
     def done(self, stored: bool) -> None:
         pass
 
     def release(self) -> None:
+        pass
+
+    def abandon(self) -> None:
         pass
 
     def __enter__(self) -> NoLease:
@@ -141,13 +154,26 @@ class StoreLease:
     """A lease held as an item of the store itself (memcached, or any backend with ``add``,
     ``gets`` and ``cas``)."""
 
-    __slots__ = ("_held", "guard", "key", "lease_key", "max_wait", "signing_key", "token", "ttl")
+    __slots__ = (
+        "_held", "decode", "guard", "key", "lease_key", "max_wait", "seen", "signing_key",
+        "token", "ttl",
+    )
 
     def __init__(
-        self, guard: Guard, key: str, *, ttl: float, max_wait: float, signing_key: bytes | None
+        self,
+        guard: Guard,
+        key: str,
+        decode: Decode,
+        seen: bytes | None = None,
+        *,
+        ttl: float,
+        max_wait: float,
+        signing_key: bytes | None,
     ) -> None:
         self.guard = guard
         self.key = key
+        self.decode = decode
+        self.seen = seen
         self.lease_key = f"{key}:lease"
         self.ttl = ttl
         self.max_wait = max_wait
@@ -195,8 +221,10 @@ class StoreLease:
 
     # -- protocol ----------------------------------------------------------------------------
     def acquire(self) -> Claim:
+        """``add`` the lease: only one worker wins. (The ``S`` marker a holder leaves makes a
+        late ``add`` fail, so a worker that missed just before the store waits and hits.)"""
         got = self.guard.run(
-            self.guard.backend.add, self.lease_key, self.value(HOLDING), self.ttl, write=True
+            self.guard.backend.add, self.lease_key, self.value(HOLDING), self.ttl
         )
         if got is True:
             self._hold()
@@ -209,13 +237,14 @@ class StoreLease:
         abandoned.discard(self.lease_key)
         self._held = renewer.hold(self)
 
-    def wait(self, decode: Callable[[bytes], ValueEntry | None]) -> ValueEntry | Claim:
+    def wait(self) -> ValueEntry | Claim:
         guard = self.guard
         backend = guard.backend
+        decode = self.decode
         give_up = time.monotonic() + self.max_wait
         delay = 0.002
         waited = False
-        seen: bytes | None = None
+        seen = self.seen
         while True:
             found = guard.run(backend.get_many, [self.lease_key, self.key])
             if type(found) is Outcome:
@@ -259,7 +288,6 @@ class StoreLease:
             return Claim.WAIT  # a live holder just took it
         ok = guard.run(
             guard.backend.cas, self.lease_key, self.value(HOLDING), cas_token, self.ttl,
-            write=True,
         )
         if ok is True:
             self._hold()
@@ -287,7 +315,6 @@ class StoreLease:
             self.lease_key,
             self.value(STORED if stored else UNSTORED),
             self.ttl,
-            write=True,
         )
         if type(got) is Outcome:
             abandoned.add(self.lease_key, self.token)
@@ -297,9 +324,17 @@ class StoreLease:
         if not self._held:
             return
         self._unhold()
-        got = self.guard.run(self.guard.backend.delete, self.lease_key, write=True)
+        got = self.guard.run(self.guard.backend.delete, self.lease_key)
         if type(got) is Outcome:
             abandoned.add(self.lease_key, self.token)
+
+    def abandon(self) -> None:
+        """The backend failed this call: stop renewing, touch it no more. Other workers wait
+        at most ``lease_ttl``; this process takes the lease over at once (its token)."""
+        if not self._held:
+            return
+        self._unhold()
+        abandoned.add(self.lease_key, self.token)
 
     def _unhold(self) -> None:
         handle, self._held = self._held, 0

@@ -400,14 +400,17 @@ def _main_payload(memo: Memoized[Any, Any]) -> bytes | None:
     """A by-value copy of a ``__main__`` function, for processes whose ``__main__`` differs."""
     if getattr(_pickling, "active", False):
         return None  # the function refers to itself (recursion): the outer copy carries it
-    cloudpickle: Any
-    try:
-        import cloudpickle
-    except ImportError:
+    import importlib
+
+    cloudpickle: Any = None
+    for name in ("cloudpickle", "joblib.externals.cloudpickle"):
         try:
-            from joblib.externals import cloudpickle
+            cloudpickle = importlib.import_module(name)
+            break
         except ImportError:
-            return None
+            continue
+    if cloudpickle is None:
+        return None
     _pickling.active = True
     try:
         return bytes(cloudpickle.dumps((memo.fn, memo.backend, memo.options, memo.config)))

@@ -65,14 +65,14 @@ class Options:
         )
         if self.pickle_args != "warn":
             _v.boolean("pickle_args", self.pickle_args, hint="or 'warn'")
-        if isinstance(self.signing_key, str):
-            fix(self, "signing_key", self.signing_key.encode() or None)
-        elif self.signing_key is not None and not isinstance(self.signing_key, bytes):
+        key: Any = self.signing_key
+        if isinstance(key, str):
+            fix(self, "signing_key", key.encode() or None)
+        elif key is not None and not isinstance(key, bytes):
             raise ConfigError(
-                param="signing_key", value=self.signing_key, expected="bytes, str or None",
-                secret=True,
+                param="signing_key", value=key, expected="bytes, str or None", secret=True
             )
-        elif self.signing_key == b"":
+        elif key == b"":
             fix(self, "signing_key", None)
         _v.boolean("lease", self.lease)
         fix(self, "lease_ttl", _v.number("lease_ttl", self.lease_ttl, gt=0, unit="seconds"))
