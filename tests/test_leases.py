@@ -21,6 +21,7 @@ from pymemcache.client.base import Client
 
 from expcache import BackendUnavailable, DiskBackend, MemcachedBackend, Memoized, MemoryBackend
 from expcache import lease as lease_module
+from expcache import renewer as renewer_module
 from expcache.backends import Backend
 
 from .conftest import MemcachedServer
@@ -69,7 +70,7 @@ def test_interrupt_while_storing_releases_the_lease(
     holder = Memoized(square, backend, lease_ttl=LONG, lease_max_wait=LONG)
     with pytest.raises(KeyboardInterrupt):
         holder(3)
-    assert lease_module.renewer.held == 0  # not renewed for the rest of the process
+    assert renewer_module.renewer.held == 0  # not renewed for the rest of the process
     if kind == "memcached":
         assert raw(server).get(holder.cache_key(3) + ":lease") is None
     other = Memoized(square, healthy, lease_ttl=LONG, lease_max_wait=LONG)
@@ -100,7 +101,7 @@ def test_a_failed_store_costs_one_failure_and_no_wait_in_this_process(
     m = Memoized(square, backend, lease_ttl=LONG, lease_max_wait=LONG)
     assert m(1) == 1
     assert (m.stats.errors, m.stats.timeouts, m.stats.sets) == (1, 0, 0)
-    assert lease_module.renewer.held == 0
+    assert renewer_module.renewer.held == 0
     left = raw(memcached).get(m.cache_key(1) + ":lease")
     assert left is not None and left[3:4] == b"H"  # still there, still "holding"
     assert m(1) == 1
@@ -165,7 +166,7 @@ def test_a_live_foreign_holder_is_waited_for(memcached: MemcachedServer) -> None
 
 def test_a_long_computation_is_renewed_and_keeps_its_lease(memcached: MemcachedServer) -> None:
     backend = MemcachedBackend([memcached.address], timeout=5)
-    start = lease_module.renewer.renewals
+    start = renewer_module.renewer.renewals
     deadlines: list[float] = []
 
     def deadline(key: str) -> float:
@@ -177,24 +178,24 @@ def test_a_long_computation_is_renewed_and_keeps_its_lease(memcached: MemcachedS
         key = m.cache_key(x) + ":lease"
         deadlines.append(deadline(key))
         # renewals are due every ttl/3 while we block here
-        assert lease_module.renewer.wait_renewals(start + 3, 60)
+        assert renewer_module.renewer.wait_renewals(start + 3, 60)
         deadlines.append(deadline(key))
         return x
 
     m = Memoized(slow, backend, signature=b"slow", lease_ttl=0.3)
     assert m(6) == 6
     assert deadlines[1] > deadlines[0]  # the holder's deadline moved forward
-    assert lease_module.renewer.held == 0
+    assert renewer_module.renewer.held == 0
     assert m.stats.sets == 1
 
 
 def test_short_computations_send_no_renewals(memcached: MemcachedServer) -> None:
     m = Memoized(square, MemcachedBackend([memcached.address], timeout=5), lease_ttl=30)
-    before = lease_module.renewer.renewals
+    before = renewer_module.renewer.renewals
     for x in range(50):
         m(x)
-    assert lease_module.renewer.renewals == before
-    assert lease_module.renewer.held == 0
+    assert renewer_module.renewer.renewals == before
+    assert renewer_module.renewer.held == 0
 
 
 def test_function_error_releases_the_lease_and_is_counted(shared_backend: Backend) -> None:

@@ -31,7 +31,7 @@ from .errors import BackendError, SerdeError, ValueTooLarge
 from .explain import note_identity
 from .filelease import FileLease, LocalLease
 from .guard import FAILED, REFUSED, Guard, Outcome
-from .keys import KeyMaker, pack_argument_digests
+from .keys import KeyMaker, default_label, pack_argument_digests
 from .lease import NO_LEASE, Claim, Lease, StoreLease
 from .options import Options
 from .policy import Moments, RepetitionPolicy, is_finite
@@ -48,17 +48,6 @@ Args = tuple[Any, ...]
 Kwargs = Mapping[str, Any]
 
 
-def label_of(fn: Callable[..., Any], name: str | None) -> str:
-    """The function's label in keys and entries: ``name=`` if given, else its full name."""
-    if name is not None:
-        return name
-    target = fn if hasattr(fn, "__qualname__") else type(fn)
-    module = getattr(target, "__module__", None) or "?"
-    if module == "__mp_main__":  # a spawn worker's name for the script's __main__
-        module = "__main__"
-    return f"{module}.{getattr(target, '__qualname__', '?')}"
-
-
 class Core:
     """What one memoized function needs in this process (see the module docstring)."""
 
@@ -69,7 +58,7 @@ class Core:
         self.backend = backend
         self.options = options
         self.rec = rec
-        self.label = label_of(fn, options.name)
+        self.label = options.name if options.name is not None else default_label(fn)
         version = options.version
         if options.repeat is not None:
             # Running moments and plain values of one call live under different keys, so two

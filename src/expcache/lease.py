@@ -28,7 +28,6 @@ large) sends the waiters to compute at once instead of queueing.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hmac
 import math
@@ -40,11 +39,11 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
+from . import renewer as _renewer
 from .entries import ValueEntry
-from .errors import BackendError
 from .guard import Guard, Outcome
 
-__all__ = ["Claim", "Lease", "LeaseRenewer", "NoLease", "StoreLease", "renewer"]
+__all__ = ["Claim", "Decode", "Lease", "NoLease", "StoreLease", "abandoned"]
 
 _MAGIC: Final = b"XL2"
 HOLDING: Final = b"H"
@@ -235,7 +234,7 @@ class StoreLease:
 
     def _hold(self) -> None:
         abandoned.discard(self.lease_key)
-        self._held = renewer.hold(self)
+        self._held = _renewer.renewer.hold(self)
 
     def wait(self) -> ValueEntry | Claim:
         guard = self.guard
@@ -338,7 +337,7 @@ class StoreLease:
 
     def _unhold(self) -> None:
         handle, self._held = self._held, 0
-        renewer.release(handle)
+        _renewer.renewer.release(handle)
 
     def __enter__(self) -> StoreLease:
         return self
@@ -347,97 +346,10 @@ class StoreLease:
         self.release()
 
 
-class _Renewable(Protocol):
-    ttl: float
-
-    def renew(self) -> bool: ...
-
-
-class LeaseRenewer:
-    """Renews held leases from one idle-most-of-the-time daemon thread.
-
-    Each lease is renewed a third of its TTL after it was taken or last renewed; the thread
-    sleeps until the earliest renewal is due and is woken only when a new lease falls due
-    before that, so a burst of short misses costs no renewal round trips at all. The thread
-    stays once started: connections are per thread, so a thread per burst would reconnect
-    to every backend each time.
-    """
-
-    def __init__(self) -> None:
-        self._leases: dict[int, tuple[_Renewable, float]] = {}  # handle -> (lease, due)
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._thread: threading.Thread | None = None
-        self._next = 0
-        self._wake_at = math.inf
-        self.renewals = 0  # renewals sent (for tests and benchmarks)
-        self._renewed = threading.Condition()
-
-    def hold(self, lease: _Renewable) -> int:
-        due = time.monotonic() + lease.ttl / 3
-        with self._lock:
-            self._next += 1
-            self._leases[self._next] = (lease, due)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="expcache-lease-renewer", daemon=True
-                )
-                self._thread.start()
-            elif due < self._wake_at:
-                self._wake.notify()
-            return self._next
-
-    def release(self, handle: int) -> None:
-        with self._lock:
-            self._leases.pop(handle, None)
-
-    def wait_renewals(self, n: int, timeout: float) -> bool:
-        """Block until at least ``n`` renewals were sent in all (tests: no clock polling)."""
-        with self._renewed:
-            return self._renewed.wait_for(lambda: self.renewals >= n, timeout)
-
-    @property
-    def held(self) -> int:
-        """How many leases are registered (0 once every holder has finished)."""
-        return len(self._leases)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                due = [(h, lease) for h, (lease, at) in self._leases.items() if at <= now]
-                for handle, lease in due:
-                    self._leases[handle] = (lease, now + lease.ttl / 3)
-                if not due:
-                    self._wake_at = min((at for _, at in self._leases.values()), default=math.inf)
-                    self._wake.wait(None if self._wake_at == math.inf else self._wake_at - now)
-                    self._wake_at = math.inf
-                    continue
-            for handle, lease in due:
-                # On failure the computation goes on; at worst another worker duplicates it.
-                kept = True
-                with contextlib.suppress(BackendError):
-                    kept = lease.renew()
-                with self._renewed:
-                    self.renewals += 1
-                    self._renewed.notify_all()
-                if not kept:  # taken over after we stalled: stop pushing its deadline
-                    self.release(handle)
-
-
-renewer = LeaseRenewer()
-
-
-def _new_renewer_after_fork() -> None:
-    global renewer, abandoned  # a forked child must not inherit held locks or leases
-    renewer = LeaseRenewer()
+def _forget_after_fork() -> None:
+    global abandoned  # a forked child holds none of the parent's leases
     abandoned = _Abandoned()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_renewer_after_fork)
-
-
-def renewals() -> int:
-    """Renewals sent by this process's renewer (tests and benchmarks)."""
-    return renewer.renewals
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -25,11 +25,13 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 from .backends.base import Backend
 from .backends.disk import DiskBackend, default_cache_dir
 from .batch import run_batch
+from .bound import BoundMemoized
 from .calls import Core
 from .entries import MomentsEntry, ValueEntry
 from .errors import BackendError, ConfigError, SerdeError
 from .explain import Explanation, explain_call
 from .guard import Outcome
+from .mainpickle import import_global, main_payload, restore_main
 from .options import Options
 from .policy import Moments, RepetitionPolicy
 from .stats import CacheStats, Recorder
@@ -41,16 +43,6 @@ R = TypeVar("R")
 
 _MAIN = ("__main__", "__mp_main__")
 _RUNTIME = frozenset({"_core", "_rec", "_call"})
-_pickling = threading.local()
-
-
-def _import_global(module: str, qualname: str) -> Any:
-    obj: Any = __import__(module, fromlist=["_"])
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 class _ReadOnly:
     """An option exposed as a read-only attribute: the options are frozen (see options.py)."""
 
@@ -333,13 +325,13 @@ class Memoized(Generic[P, R]):
         qualname = getattr(fn, "__qualname__", "")
         if module in sys.modules and "<" not in qualname:
             try:
-                found = _import_global(module, qualname)
+                found = import_global(module, qualname)
             except (AttributeError, ImportError):
                 found = None
             if found is self:  # decorated in place: the module attribute *is* this object
                 if module in _MAIN:
-                    return _restore_main, (qualname, _main_payload(self))
-                return _import_global, (module, qualname)
+                    return restore_main, (qualname, main_payload(self))
+                return import_global, (module, qualname)
         return super().__reduce_ex__(protocol)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -351,95 +343,6 @@ class Memoized(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Memoized {self.__name__} on {self.backend!r}>"
-
-
-class BoundMemoized:
-    """A memoized function bound to an instance: ``obj.method`` of a memoized method."""
-
-    __slots__ = ("__func__", "__self__")
-
-    def __init__(self, func: Memoized[..., Any], instance: Any) -> None:
-        self.__func__ = func
-        self.__self__ = instance
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__(self.__self__, *args, **kwargs)
-
-    def cache_key(self, *args: Any, **kwargs: Any) -> str:
-        return self.__func__.cache_key(self.__self__, *args, **kwargs)
-
-    def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
-        return self.__func__.check_call_in_cache(self.__self__, *args, **kwargs)
-
-    def moments(self, *args: Any, **kwargs: Any) -> Moments | None:
-        return self.__func__.moments(self.__self__, *args, **kwargs)
-
-    def invalidate(self, *args: Any, **kwargs: Any) -> None:
-        self.__func__.invalidate(self.__self__, *args, **kwargs)
-
-    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
-        return self.__func__.explain(self.__self__, *args, **kwargs)
-
-    def precache(self, value: Any, *args: Any, **kwargs: Any) -> None:
-        self.__func__.precache(value, self.__self__, *args, **kwargs)
-
-    def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__.refresh(self.__self__, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__func__, name)
-
-    def __reduce__(self) -> Any:
-        return getattr, (self.__self__, self.__func__.fn.__name__)
-
-    def __repr__(self) -> str:
-        return f"<bound {self.__func__!r} of {self.__self__!r}>"
-
-
-def _main_payload(memo: Memoized[Any, Any]) -> bytes | None:
-    """A by-value copy of a ``__main__`` function, for processes whose ``__main__`` differs."""
-    if getattr(_pickling, "active", False):
-        return None  # the function refers to itself (recursion): the outer copy carries it
-    import importlib
-
-    cloudpickle: Any = None
-    for name in ("cloudpickle", "joblib.externals.cloudpickle"):
-        try:
-            cloudpickle = importlib.import_module(name)
-            break
-        except ImportError:
-            continue
-    if cloudpickle is None:
-        return None
-    _pickling.active = True
-    try:
-        return bytes(cloudpickle.dumps((memo.fn, memo.backend, memo.options, memo.config)))
-    except Exception:
-        return None
-    finally:
-        _pickling.active = False
-
-
-def _restore_main(qualname: str, payload: bytes | None) -> Any:
-    main = sys.modules.get("__main__")
-    try:
-        found = _import_global(main.__name__ if main is not None else "__main__", qualname)
-    except (AttributeError, ImportError):
-        found = None
-    if isinstance(found, Memoized):
-        return found
-    if payload is None:
-        raise ImportError(
-            f"cannot find the memoized function __main__.{qualname} in this process; define "
-            "it in an importable module, or install cloudpickle to ship it by value"
-        )
-    import pickle
-
-    fn, backend, options, config = pickle.loads(payload)
-    memo: Memoized[Any, Any] = object.__new__(Memoized)
-    memo._init(fn, backend, options)
-    memo.config = config
-    return memo
 
 
 _DEFAULTS: dict[str, DiskBackend] = {}
