@@ -75,6 +75,7 @@ class Core:
         )
         key = options.signing_key if options.signing_key is not None else signing_key_from_env()
         self.serde = Serde(key, max_size=backend.max_value_size, codec=options.codec)
+        self.breaker = backend.breaker
         self.guard = Guard(backend, rec, options.name or str(getattr(fn, "__name__", self.label)))
         self.off = isinstance(backend, NullBackend)
         self.auto = options.time_threshold == "auto"
@@ -87,6 +88,7 @@ class Core:
         # bound once: the hit path's attribute lookups
         self._get = backend.get
         self._loads = self.serde.loads
+        self._hit = self.serde.hit
 
     # -- leases ------------------------------------------------------------------------------
     def _lease_factory(self) -> Callable[[str, bytes | None], Lease]:
@@ -206,27 +208,30 @@ class Core:
     # -- deterministic -------------------------------------------------------------------------
     def call(self, args: Args, kwargs: Kwargs) -> Any:
         key = self.keys(args, kwargs)
-        guard = self.guard
-        if not guard.breaker.allow():
+        breaker = self.breaker
+        if breaker._failures >= breaker.threshold and not breaker.allow():
             self.rec.add(bypassed=1)
             return self.compute(args, kwargs)
         started = time.perf_counter() if self.auto else 0.0
         try:
             data = self._get(key)
         except BackendError as exc:
-            guard.failed(exc)
+            self.guard.failed(exc)
             return self.compute(args, kwargs)
-        if guard.down or guard.breaker.failures:
-            guard.ok()
+        if breaker._failures or self.guard.down:
+            self.guard.ok()
         if data is not None:
             try:
-                entry = self._loads(key, data)
+                got = self._hit(key, data)
+                if got is None:
+                    entry = self._loads(key, data)
+                    got = (entry.value, entry.meta.seconds) if type(entry) is ValueEntry else None
             except SerdeError as exc:
-                guard.corrupt(exc)
+                self.guard.corrupt(exc)
             else:
-                if type(entry) is ValueEntry:
-                    self.rec.hit(entry.meta.seconds)
-                    return entry.value
+                if got is not None:
+                    self.rec.hit(got[1])
+                    return got[0]
         if self.auto:
             self.note_lookup(time.perf_counter() - started)
         return self.miss(key, args, kwargs, data)

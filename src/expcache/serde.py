@@ -268,6 +268,49 @@ class Serde:
         return hmac.compare_digest(mac.digest(), data[end:])
 
     # -- reading ---------------------------------------------------------------------------------
+    def hit(self, key: str, data: bytes) -> tuple[Any, float] | None:
+        """``(value, compute seconds)`` of a small value entry, verified exactly as ``loads``
+        verifies it, or None when the entry is not of that shape (then call ``loads``).
+
+        The hit path's own decoder: the common hit is a float or a small pickle, and a hit
+        needs neither the ``Meta`` object nor the entry tuple, which together cost as much
+        as everything else here. Raises ``SerdeError`` like ``loads``.
+        """
+        if not self._fast or type(data) is not bytes:
+            return None
+        try:
+            prefix = data[:4]
+            is_float = prefix == self._float_prefix
+            if not (is_float or prefix == self._pickle_prefix) or len(data) <= _HEAD:
+                return None
+            kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = _after_flags(data)
+            hend = _HEAD + lid + lfn + largs
+            end = hend + blen
+            if not (
+                kind == 1
+                and end + self._check == len(data)
+                and raw == blen < 4096
+                and not (res or cflags)
+                and (lid == 16 or not lid)
+            ):
+                return None
+            if (
+                data[48:64] == _xxh(key.encode())
+                and (
+                    _xxh(data[:end]) == data[end:]
+                    if self._mac is None
+                    else self._signed(key, data, end)
+                )
+                and 0.0 <= seconds < _INF
+                and -_INF < created < _INF
+                and (blen == 8 or not is_float)
+            ):
+                value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:end])
+                return value, seconds
+            return None  # let loads say precisely what is wrong
+        except Exception as exc:  # whatever a payload does on decode, it is a bad entry
+            raise _undecodable(key, exc) from exc
+
     def loads(self, key: str, data: bytes | bytearray | memoryview) -> Entry:
         try:
             if self._fast and type(data) is bytes:
