@@ -15,6 +15,7 @@ forged manifest is ignored like any corrupt entry.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .entries import MomentsEntry, ValueEntry
 from .errors import BackendError, SerdeError
+from .serde import Serde
 
 if TYPE_CHECKING:
     from .calls import Core
@@ -38,8 +40,27 @@ _SCAN_BATCH: Final = 200
 Parts = dict[str, str]  # part name -> hex digest
 
 
+class _Json:
+    """Manifests are plain data: stored as JSON inside the verified envelope, so reading one
+    never unpickles anything (and a user's own payload codec never sees them)."""
+
+    def serialize(self, key: str, value: Any) -> tuple[bytes, int]:
+        return json.dumps(value, sort_keys=True).encode(), 1
+
+    def deserialize(self, key: str, value: bytes, flags: int) -> Any:
+        return json.loads(value)
+
+
 def manifest_key(core: Core) -> str:
     return core.keys.prefix + MANIFEST_SUFFIX
+
+
+def manifest_serde(core: Core) -> Serde:
+    serde = core.__dict__.get("_manifest_serde")
+    if serde is None:
+        serde = Serde(core.serde.signing_key, codec=_Json())
+        core.__dict__["_manifest_serde"] = serde
+    return serde
 
 
 def _parts(core: Core) -> Parts:
@@ -56,7 +77,7 @@ def _read(core: Core) -> tuple[dict[str, Any], Any, bool] | None:
     if data is None:
         return {}, token, False
     try:
-        entry = core.serde.loads(key, data)
+        entry = manifest_serde(core).loads(key, data)
     except SerdeError:
         return {}, token, True  # a bad manifest is replaced
     value = entry.value if type(entry) is ValueEntry else None
@@ -100,7 +121,7 @@ def note_identity(core: Core) -> None:
             del manifest[oldest]
         key = manifest_key(core)
         try:
-            data = core.serde.dumps(key, ValueEntry(manifest, core.meta(0.0)))
+            data = manifest_serde(core).dumps(key, ValueEntry(manifest, core.meta(0.0)))
             ok = core.backend.cas(key, data, token) if present else core.backend.add(key, data)
         except Exception as exc:  # diagnostics only: never fail a call over a manifest
             log.debug("expcache: %s: identity manifest not written: %r", core.label, exc)
