@@ -35,13 +35,13 @@ import hmac
 import os
 import pickle
 import struct
-import zlib
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import xxhash
 
 from . import _validate
+from .compress import compress, inflate
 from .entries import (
     ALIGN,
     FORM_BUFFERS,
@@ -93,10 +93,6 @@ _HEAD: Final = _FIXED.size
 _DIGEST: Final = 16
 _MAC: Final = 32
 _MIN_KEY: Final = 16
-_SAMPLE: Final = 4 * 1024
-_SAMPLE_FROM: Final = 256 * 1024  # larger bodies are sampled before a compression attempt
-_INFLATE_IN: Final = 1 << 16
-_INFLATE_OUT: Final = 1 << 18
 _INF: Final = float("inf")
 _F64_SIZE: Final = 8
 _KEY_HINT: Final = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
@@ -232,18 +228,7 @@ class Serde:
             raise SerdeError(f"entry under {key!r}: {exc}") from exc
 
     def _compress(self, parts: list[Any], raw: int) -> list[Any] | None:
-        if raw < self.compress_min:
-            return None
-        if raw > _SAMPLE_FROM:  # four 4 KiB windows of the largest part decide (~0.1 ms)
-            big = memoryview(max(parts, key=len))
-            step = (len(big) - _SAMPLE) // 3
-            sample = b"".join(big[i * step : i * step + _SAMPLE] for i in range(4))
-            if len(zlib.compress(sample, 1)) > len(sample) - len(sample) // 8:
-                return None
-        compressor = zlib.compressobj(1)
-        packed = [compressor.compress(part) for part in parts]
-        packed.append(compressor.flush())
-        return packed if sum(map(len, packed)) <= raw - raw // 8 else None
+        return None if raw < self.compress_min else compress(parts, raw)
 
     def _seal(self, key: bytes, parts: Sequence[Any]) -> bytes:
         """The trailer over ``header | body``: an xxh3-128 digest, or an HMAC that also
@@ -276,78 +261,60 @@ class Serde:
         needs neither the ``Meta`` object nor the entry tuple, which together cost as much
         as everything else here. Raises ``SerdeError`` like ``loads``.
         """
-        if not self._fast or type(data) is not bytes:
-            return None
         try:
-            prefix = data[:4]
-            is_float = prefix == self._float_prefix
-            if not (is_float or prefix == self._pickle_prefix) or len(data) <= _HEAD:
+            small = self._small(key, data)
+            if small is None:
                 return None
-            kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = _after_flags(data)
-            hend = _HEAD + lid + lfn + largs
-            end = hend + blen
-            if not (
-                kind == 1
-                and end + self._check == len(data)
-                and raw == blen < 4096
-                and not (res or cflags)
-                and (lid == 16 or not lid)
-            ):
-                return None
-            if (
-                data[48:64] == _xxh(key.encode())
-                and (
-                    _xxh(data[:end]) == data[end:]
-                    if self._mac is None
-                    else self._signed(key, data, end)
-                )
-                and 0.0 <= seconds < _INF
-                and -_INF < created < _INF
-                and (blen == 8 or not is_float)
-            ):
-                value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:end])
-                return value, seconds
-            return None  # let loads say precisely what is wrong
+            hend, end, is_float, _, seconds, _, _ = small
+            return (_f64(data, hend)[0] if is_float else _unpickle(data[hend:end])), seconds
         except Exception as exc:  # whatever a payload does on decode, it is a bad entry
             raise _undecodable(key, exc) from exc
 
+    def _small(self, key: str, data: Any) -> tuple[int, int, bool, float, float, int, int] | None:
+        """``(body start, body end, is a float, created, seconds, identity length, label
+        length)`` of a verified small unsigned-or-signed value entry of the default codec,
+        or None for any other shape (``loads``'s general path then says what is wrong)."""
+        if not self._fast or type(data) is not bytes:
+            return None
+        prefix = data[:4]
+        is_float = prefix == self._float_prefix
+        if not (is_float or prefix == self._pickle_prefix) or len(data) <= _HEAD:
+            return None
+        kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = _after_flags(data)
+        hend = _HEAD + lid + lfn + largs
+        end = hend + blen
+        if (
+            kind == 1
+            and end + self._check == len(data)
+            and raw == blen < 4096
+            and not (res or cflags)
+            and (lid == 16 or not lid)
+            and data[48:64] == _xxh(key.encode())
+            and (
+                _xxh(data[:end]) == data[end:]
+                if self._mac is None
+                else self._signed(key, data, end)
+            )
+            and 0.0 <= seconds < _INF
+            and -_INF < created < _INF
+            and (blen == 8 or not is_float)
+        ):
+            return hend, end, is_float, created, seconds, lid, lfn
+        return None
+
     def loads(self, key: str, data: bytes | bytearray | memoryview) -> Entry:
         try:
-            if self._fast and type(data) is bytes:
-                # The hit path: default codec, a float or a small pickle. Verified like any
-                # other entry, with the fewest Python objects on the way.
-                prefix = data[:4]
-                is_float = prefix == self._float_prefix
-                if (is_float or prefix == self._pickle_prefix) and len(data) > _HEAD:
-                    kind, lid, lfn, largs, res, cflags, created, seconds, blen, raw = (
-                        _after_flags(data)
-                    )
-                    hend = _HEAD + lid + lfn + largs
-                    end = hend + blen
-                    if (
-                        kind == 1
-                        and end + self._check == len(data)
-                        and raw == blen < 4096
-                        and not (res or cflags)
-                        and (lid == 16 or not lid)
-                        and data[48:64] == _xxh(key.encode())
-                        and (
-                            _xxh(data[:end]) == data[end:]
-                            if self._mac is None
-                            else self._signed(key, data, end)
-                        )
-                        and 0.0 <= seconds < _INF
-                        and -_INF < created < _INF
-                        and (blen == 8 or not is_float)
-                    ):
-                        at = _HEAD + lid
-                        meta = make_meta(
-                            data[at : at + lfn].decode(), created, seconds, data[_HEAD:at],
-                            data[at + lfn : hend],
-                        )
-                        value = _f64(data, hend)[0] if is_float else _unpickle(data[hend:end])
-                        return _tuple_new(ValueEntry, (value, meta))
-            return self._loads(key, data)
+            small = self._small(key, data)
+            if small is None:
+                return self._loads(key, data)
+            hend, end, is_float, created, seconds, lid, lfn = small
+            at = _HEAD + lid
+            raw = cast(bytes, data)  # _small accepts bytes only
+            meta = make_meta(
+                raw[at : at + lfn].decode(), created, seconds, raw[_HEAD:at], raw[at + lfn : hend]
+            )
+            value = _f64(raw, hend)[0] if is_float else _unpickle(raw[hend:end])
+            return _tuple_new(ValueEntry, (value, meta))
         except SerdeError:
             raise
         except Exception as exc:  # whatever a payload does on decode, it is a bad entry
@@ -468,39 +435,9 @@ class Serde:
         kind, meta, flags, raw, cflags, body, start = self._header(key, data)
         if not flags & FLAG_ZLIB:
             return kind, meta, flags, cflags, body, not body.readonly
-        return kind, meta, flags, cflags, _inflate(key, body, raw, start % ALIGN), True
+        return kind, meta, flags, cflags, inflate(key, body, raw, start % ALIGN), True
 
 
 def _undecodable(key: str, exc: Exception) -> SerdeError:
     detail = exc if isinstance(exc, SerdeError) else f"cannot be decoded: {exc!r}"
     return SerdeError(f"entry under {key!r}: {detail}")
-
-
-def _inflate(key: str, body: memoryview, raw: int, lead: int) -> memoryview:
-    """Decompress exactly ``raw`` bytes (already checked against ``max_size``) into a buffer
-    placed like the body would be in an envelope, so out-of-band arrays stay aligned.
-
-    Input goes in slices and output comes out at most ``raw`` bytes in all, so neither a bomb
-    nor a long stream costs more than the declared size plus a chunk (zlib's
-    ``unconsumed_tail`` is a copy: feeding the whole body would copy it once per chunk).
-    """
-    out = bytearray(lead + raw)
-    inflater = zlib.decompressobj()
-    pos, end = lead, lead + raw
-    for at in range(0, len(body), _INFLATE_IN):
-        pending: Any = body[at : at + _INFLATE_IN]
-        while pending and not inflater.eof:
-            room = end - pos
-            piece = inflater.decompress(pending, min(room, _INFLATE_OUT) or 1)  # 0 = unbounded
-            if len(piece) > room:
-                raise SerdeError(f"entry under {key!r}: compressed payload longer than declared")
-            out[pos : pos + len(piece)] = piece
-            pos += len(piece)
-            pending = inflater.unconsumed_tail
-        if inflater.eof:
-            if inflater.unused_data or at + _INFLATE_IN < len(body):
-                raise SerdeError(f"entry under {key!r}: bytes after the compressed payload")
-            break
-    if not inflater.eof or pos != end:
-        raise SerdeError(f"entry under {key!r}: compressed payload shorter than declared")
-    return memoryview(out)[lead:]
