@@ -43,7 +43,7 @@ from ..errors import ConfigError, KeyEncodingError
 from ..keys import fingerprint
 from ..memoize import Memoized
 from ..stats import CacheStats
-from .ledger import Channel, RunLedger
+from ..ledger import Channel, RunLedger
 
 __all__ = ["CachedUtility", "Memoizer", "cached_utility", "utility_fingerprint"]
 
