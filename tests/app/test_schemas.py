@@ -180,3 +180,15 @@ def test_configs_pickle_into_a_fresh_process(cfg_of: Compose, tmp_path: Path) ->
     assert OmegaConf.get_type(pickle.loads(blob.read_bytes()).cache) is OmegaConf.get_type(
         cfg.cache
     )
+
+
+def test_registering_the_schemas_imports_no_heavy_library() -> None:
+    """``--help``, tab completion and ``task=demo`` stay fast (hydra#934): only the plan of a
+    valuation imports scikit-learn and pyDVL."""
+    code = (
+        "import sys, expcache.app; heavy = sorted(m for m in ('sklearn', 'pydvl', 'matplotlib')"
+        " if m in sys.modules); print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

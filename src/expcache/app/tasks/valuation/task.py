@@ -32,7 +32,7 @@ from ....ledger import Channel, check_channel
 from ....memoize import Memoized
 from ....stats import CacheStats
 from ... import nodes
-from . import builders
+from . import builders, methods
 
 __all__ = ["DEFAULT_UTILITY", "CacheContextLike", "ValuationTask"]
 
@@ -138,7 +138,7 @@ class ValuationTask:
             self.nodes["utility"],
             lambda n: nodes.check(n, offered=UTILITY_ARGUMENTS),
         )
-        _checked("method", self.nodes["method"], builders.check_method)
+        _checked("method", self.nodes["method"], methods.check_method)
         self.parallel = _checked("parallel", parallel, _dry)
         if not callable(getattr(self.parallel, "context", None)):
             raise ConfigError(
@@ -185,7 +185,7 @@ class ValuationTask:
             utility, ctx.backend, memoizer=memoizer, stats_channel=self.stats_channel
         )
         try:
-            method = builders.make_method(
+            method = methods.make_method(
                 self.nodes["method"], cached, seed=seed, progress=self.progress
             )
             algorithm = str(getattr(method, "algorithm_name", type(method).__name__))
