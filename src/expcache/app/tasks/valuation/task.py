@@ -123,22 +123,22 @@ class ValuationTask:
         self.plot = _validate.boolean("plot", plot)
         self.progress = None if progress is None else _validate.boolean("progress", progress)
         self.stats_channel = check_channel(stats_channel)
-        self.nodes = {
+        self.groups = {
             "data": dict(data) if isinstance(data, Mapping) else data,
             "model": dict(model) if isinstance(model, Mapping) else model,
             "scorer": dict(scorer) if isinstance(scorer, Mapping) else scorer,
             "method": dict(method) if isinstance(method, Mapping) else method,
             "utility": dict(utility) if isinstance(utility, Mapping) else utility,
         }
-        _checked("data", self.nodes["data"], _dry)
-        _checked("model", self.nodes["model"], _dry_estimator)
-        _checked("scorer", self.nodes["scorer"], _dry)
+        _checked("data", self.groups["data"], _dry)
+        _checked("model", self.groups["model"], _dry_estimator)
+        _checked("scorer", self.groups["scorer"], _dry)
         _checked(
             "utility",
-            self.nodes["utility"],
+            self.groups["utility"],
             lambda n: nodes.check(n, offered=UTILITY_ARGUMENTS),
         )
-        _checked("method", self.nodes["method"], methods.check_method)
+        _checked("method", self.groups["method"], methods.check_method)
         self.parallel = _checked("parallel", parallel, _dry)
         if not callable(getattr(self.parallel, "context", None)):
             raise ConfigError(
@@ -151,14 +151,14 @@ class ValuationTask:
     def setup(self) -> tuple[builders.ValuationData, Any, Any, Any]:
         """Load the data and build model, scorer and utility (``snapshot.py`` reuses this)."""
         with _quiet():
-            data = builders.as_valuation_data(nodes.build(self.nodes["data"]))
-            model = nodes.build(self.nodes["model"])
-            scorer = nodes.build(self.nodes["scorer"])
+            data = builders.as_valuation_data(nodes.build(self.groups["data"]))
+            model = nodes.build(self.groups["model"])
+            scorer = nodes.build(self.groups["scorer"])
             if callable(getattr(scorer, "build", None)):
                 scorer = scorer.build(data.test)
             offer = {"model": model, "scorer": scorer, "data": data}
             try:
-                utility = nodes.build(self.nodes["utility"], offer=offer)
+                utility = nodes.build(self.groups["utility"], offer=offer)
             except ConfigError as exc:
                 raise nodes.under(exc, "utility") from None
         return data, model, scorer, utility
@@ -186,7 +186,7 @@ class ValuationTask:
         )
         try:
             method = methods.make_method(
-                self.nodes["method"], cached, seed=seed, progress=self.progress
+                self.groups["method"], cached, seed=seed, progress=self.progress
             )
             algorithm = str(getattr(method, "algorithm_name", type(method).__name__))
             repeated = getattr(getattr(ctx, "policy", None), "repeat", None) is not None
