@@ -1,0 +1,194 @@
+"""The schemas are derived from the constructors: one source of truth per option.
+
+What is pinned here: every keyword parameter of a constructor is an option (or deliberately
+Python-only), defaults and types are the signature's, the YAML files state only what differs
+from those defaults, the README's option lists are the generated ones, and a composed config
+pickles (the joblib launcher ships it to its workers).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from omegaconf import MISSING, OmegaConf
+
+from expcache import Memoized, RepetitionPolicy
+from expcache.app.docs import render
+from expcache.app.nodes import keyword_parameters
+from expcache.app.schemas import CACHE_MEMO_OPTIONS, SET_BY_APP, all_schemas, derive, yaml_type
+from expcache.backends import DiskBackend, MemcachedBackend, MemoryBackend, NullBackend
+
+from .conftest import Compose
+from .helpers import CONF, REPO
+
+SCHEMAS = {s.name: s for s in all_schemas()}
+BACKENDS = {"disk": DiskBackend, "memcached": MemcachedBackend}
+BACKENDS.update({"memory": MemoryBackend, "none": NullBackend})
+# Parameters YAML cannot express, kept for the Python API only (all others are options).
+PYTHON_ONLY = {"expcache_cache_memcached_schema": ("tls_context",)}
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(p for p in CONF.rglob("*.yaml") if p.parent.name not in ("help", "callbacks"))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_every_parameter_is_an_option_or_deliberately_python_only(name: str) -> None:
+    schema = SCHEMAS[name]
+    assert schema.python_only == PYTHON_ONLY.get(name, ())
+    target = schema.target
+    if schema.group == "cache":
+        backend = BACKENDS[schema.key]
+        params = set(keyword_parameters(backend)[0]) | set(CACHE_MEMO_OPTIONS) | {"strict"}
+    elif schema.group == "policy":
+        memo = set(keyword_parameters(Memoized)[0]) - set(SET_BY_APP) - set(CACHE_MEMO_OPTIONS)
+        repeat = set(keyword_parameters(RepetitionPolicy)[0])
+        if schema.key == "stochastic":  # leases and the store threshold are not used there
+            params = (memo - {"time_threshold", "lease", "lease_ttl", "lease_max_wait"}) | repeat
+        else:  # conflicts of running-moment updates happen only when repeating
+            params = memo - {"max_cas_retries"}
+    else:
+        assert target is not None
+        module, _, attr = target.rpartition(".")
+        params = set(keyword_parameters(getattr(__import__(module, fromlist=[attr]), attr))[0])
+    assert {o.name for o in schema.options} | set(schema.python_only) == params
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_defaults_and_types_are_the_signatures(name: str) -> None:
+    for option in SCHEMAS[name].options:
+        owner = _owner(option.owner)
+        p = keyword_parameters(owner)[0][option.name]
+        if option.name == "servers":  # the one adapted default: through the core's parser
+            assert option.default == [f"{h}:{port}" for h, port in MemcachedBackend().servers]
+            continue
+        expected = MISSING if p.default is inspect.Parameter.empty else p.default
+        if isinstance(expected, tuple):
+            expected = list(expected)
+        if hasattr(expected, "items"):
+            expected = dict(expected)
+        assert option.default == expected, option
+        assert option.type == yaml_type(p.annotation)
+
+
+def _owner(path: str) -> Any:
+    module, _, attr = path.rpartition(".")
+    obj: Any = __import__(module, fromlist=[attr])
+    return getattr(obj, attr)
+
+
+@pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: str(p.relative_to(CONF)))
+def test_yaml_files_state_only_what_differs_from_the_defaults(path: Path) -> None:
+    text = yaml.safe_load(path.read_text()) or {}
+    defaults = text.pop("defaults", [])
+    schema_names = [d.split("@")[0].lstrip("/") for d in defaults if isinstance(d, str)]
+    schema = next((SCHEMAS[n] for n in schema_names if n in SCHEMAS), None)
+    if schema is None:
+        return  # an open node (model, method), the primary config or a bundle
+    by_name = {o.name: o for o in schema.options}
+    for key, value in text.items():
+        assert key in by_name, f"{path.name}: {key} is not an option of {schema.name}"
+        assert value != by_name[key].default, (
+            f"{path.relative_to(CONF)}: {key}: {value!r} is the default of "
+            f"{by_name[key].owner}; remove it from the YAML"
+        )
+
+
+def test_open_groups_state_only_what_differs_from_their_targets() -> None:
+    """Model and method YAMLs name a third-party class: what they set must differ from its
+    signature's defaults too (imports scikit-learn and pyDVL)."""
+    pytest.importorskip("pydvl")
+    for group in ("model", "method"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            node = yaml.safe_load(path.read_text())
+            node.pop("defaults")
+            target = _owner(node.pop("_target_"))
+            params = keyword_parameters(target)[0]
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    continue
+                assert key in params, f"{path.name}: {key}"
+                assert value != params[key].default, f"{path.name}: {key} is the default"
+
+
+def test_readme_option_lists_are_generated_from_the_schemas() -> None:
+    text = (REPO / "README.md").read_text()
+    assert text.count("<!-- options: ") == len(SCHEMAS)
+    assert render(text) == text, (
+        "README.md's option lists differ from the constructors' signatures: run "
+        "`.venv/bin/python -m expcache.app.docs README.md`"
+    )
+
+
+def test_a_signature_change_flows_into_the_schema() -> None:
+    """The derivation rules, on a toy constructor: ``**kwargs`` followed into the base class,
+    tuples become lists, ``bytes`` and object-typed members dropped, Python-only listed."""
+
+    class Base:
+        def __init__(self, *, retries: int = 3) -> None: ...
+
+    class Toy(Base):
+        def __init__(
+            self,
+            name: str,
+            *,
+            ratio: float = 0.5,
+            key: bytes | str | None = None,
+            where: tuple[str, ...] = ("a", "b"),
+            context: object | None = None,
+            mode: typing.Literal["x", "y"] = "x",
+            **rest: Any,
+        ) -> None: ...
+
+    options, python_only = derive(Toy)
+    got = {o.name: (o.type, o.default) for o in options}
+    assert got == {
+        "name": (str, MISSING),
+        "ratio": (float, 0.5),
+        "key": (typing.Optional[str], None),  # noqa: UP045
+        "where": (typing.List[str], ["a", "b"]),  # noqa: UP006
+        "mode": (str, "x"),
+        "retries": (int, 3),
+    }
+    assert python_only == ["context"]
+
+
+def test_configs_pickle_into_a_fresh_process(cfg_of: Compose, tmp_path: Path) -> None:
+    """The joblib launcher pickles each job's config: the schema classes must be importable."""
+    cfg = cfg_of("cache=memcached", "policy=stochastic")
+    blob = tmp_path / "cfg.pickle"
+    blob.write_bytes(pickle.dumps(cfg))
+    code = (
+        "import pickle, sys; cfg = pickle.loads(open(sys.argv[1], 'rb').read()); "
+        "print(type(cfg).__name__, cfg.cache.servers[0], cfg.policy.min_repetitions)"
+    )
+    env = {**os.environ, "EXPCACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(blob)], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["DictConfig", cfg.cache.servers[0], "3"]
+    assert OmegaConf.get_type(pickle.loads(blob.read_bytes()).cache) is OmegaConf.get_type(
+        cfg.cache
+    )
+
+
+def test_registering_the_schemas_imports_no_heavy_library() -> None:
+    """``--help``, tab completion and ``task=demo`` stay fast (hydra#934): only the plan of a
+    valuation imports scikit-learn and pyDVL."""
+    code = (
+        "import sys, expcache.app; heavy = sorted(m for m in ('sklearn', 'pydvl', 'matplotlib')"
+        " if m in sys.modules); print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
