@@ -24,7 +24,14 @@ from omegaconf import MISSING, OmegaConf
 from expcache import Memoized, RepetitionPolicy
 from expcache.app.docs import render
 from expcache.app.nodes import keyword_parameters
-from expcache.app.schemas import CACHE_MEMO_OPTIONS, SET_BY_APP, all_schemas, derive, yaml_type
+from expcache.app.schemas import (
+    CACHE_MEMO_OPTIONS,
+    SET_BY_APP,
+    _servers,
+    all_schemas,
+    derive,
+    yaml_type,
+)
 from expcache.backends import DiskBackend, MemcachedBackend, MemoryBackend, NullBackend
 
 from .conftest import Compose
@@ -78,6 +85,25 @@ def test_defaults_and_types_are_the_signatures(name: str) -> None:
             expected = dict(expected)
         assert option.default == expected, option
         assert option.type == yaml_type(p.annotation)
+
+
+@pytest.mark.parametrize(
+    ("default", "expected"),
+    [
+        (("127.0.0.1:11211",), ["127.0.0.1:11211"]),  # a tuple of one spec (the default)
+        (("a:1", "b:2"), ["a:1", "b:2"]),  # a tuple of two specs, not a (host, port) pair
+        (("127.0.0.1", 11211), ["127.0.0.1:11211"]),  # one (host, port) pair
+        ("[::1]:11211", ["[::1]:11211"]),
+        ([("h", 1), "[::1]:2"], ["h:1", "[::1]:2"]),
+    ],
+)
+def test_the_servers_default_is_read_as_the_constructor_reads_it(
+    default: Any, expected: list[str]
+) -> None:
+    assert _servers(default) == expected
+    assert _servers(default) == [
+        f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in MemcachedBackend(default).servers
+    ]
 
 
 def _owner(path: str) -> Any:

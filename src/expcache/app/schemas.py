@@ -11,17 +11,17 @@ never written here: the plan dry-builds the objects, so the constructors' own va
 (``expcache._validate``) run before any work.
 
 Why a small generator rather than hydra-zen's ``builds(..., populate_full_signature=True)``
-(tried on these constructors, hydra-zen 0.17): it drops the options a backend passes on with
-``**breaker`` to ``Backend.__init__`` (``breaker_threshold``, ``breaker_cooldown``); it keeps
+(tried on these constructors, hydra-zen 0.17): it dropped options a constructor passes on with
+``**kwargs`` to a base class (the backends' ``breaker_*`` did, before they became explicit
+parameters); it keeps
 ``tls_context`` (an ``ssl.SSLContext`` YAML cannot express) and types ``str | None`` options
-as ``Any``; it copies ``MemcachedBackend``'s default ``("127.0.0.1", 11211)`` into YAML, where
-the constructor would read the list as two servers; and one node cannot combine two
-signatures (the stochastic policy is ``Memoized``'s options plus ``RepetitionPolicy``'s). The
-generator here follows ``**kwargs`` into the base class, keeps only what YAML can write
-(``bytes`` and object members of a union are dropped; a parameter left with nothing
-writable is Python-only and listed in ``Schema.python_only``), maps tuples to lists,
-converts the one default that needs it through the core's own ``parse_server``, and merges
-signatures. It is about a hundred lines and adds no dependency.
+as ``Any``; and one node cannot combine two signatures (the stochastic policy is
+``Memoized``'s options plus ``RepetitionPolicy``'s). The generator here follows ``**kwargs``
+into the base class, keeps only what YAML can write (``bytes`` and object members of a union
+are dropped; a parameter left with nothing writable is Python-only and listed in
+``Schema.python_only``), maps tuples to lists, types ``servers`` (a string, a pair or a list
+in Python) as a list of ``host:port`` strings with its default normalised by the core's own
+``parse_server``, and merges signatures. It is about a hundred lines and adds no dependency.
 
 Nodes whose keys depend on a target the user picks (a scikit-learn model, a pyDVL method, the
 task's ``utility``) are *open*: composition accepts any key (no ``+`` needed for
@@ -136,8 +136,13 @@ def _yaml_default(value: Any) -> Any:
 
 
 def _servers(default: Any) -> list[str]:
-    """MemcachedBackend's default server(s) as "host:port" strings, via the core's parser."""
-    specs = [default] if isinstance(default, (str, tuple)) else list(default)
+    """MemcachedBackend's default server(s) as "host:port" strings, via the core's parser.
+
+    The default may be one spec (a string or a ``(host, port)`` pair) or a sequence of specs
+    (``("127.0.0.1:11211",)``): a pair is told from a one- or two-server tuple by its int port,
+    as ``server_list`` does."""
+    pair = isinstance(default, tuple) and len(default) == 2 and type(default[1]) is int
+    specs = [default] if isinstance(default, str) or pair else list(default)
     out = []
     for spec in specs:
         host, port = parse_server(spec)
