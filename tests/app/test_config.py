@@ -283,9 +283,6 @@ def test_unreachable_memcached_with_strict_fails_before_the_task(
 
 
 @pytest.mark.memcached
-@pytest.mark.xfail(
-    strict=True, reason="needs core: Backend.probe() (one lookup per cluster node, backends)"
-)
 def test_a_dead_cluster_node_is_reported_and_the_live_one_used(
     cfg_of: Compose, memcached: Any, memcached_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
