@@ -29,7 +29,7 @@ from expcache.app import run
 from expcache.app.schemas import CACHE_SCHEMAS, POLICY_SCHEMAS, Schema, all_schemas
 
 from .conftest import Compose
-from .helpers import expcache, names_key
+from .helpers import error_text, expcache, names_key
 
 DEMO = "task=demo"
 MC = "cache=memcached"
@@ -399,7 +399,7 @@ def test_the_console_script_rejects_them_in_one_line(
     env = {k: val.replace("{tmp}", str(tmp_path)) for k, val in row.env.items()}
     proc = expcache(f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path, env=env)
     assert proc.returncode != 0, proc.stdout
-    _check_message(row, proc.stderr)
+    _check_message(row, error_text(proc.stderr))
     assert not (tmp_path / "run" / "results.json").exists()
     assert not (tmp_path / "usercache").exists()
 

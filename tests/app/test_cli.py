@@ -19,7 +19,7 @@ from expcache.app.records import STATS_FILE, SUMMARY_FILE, write_json
 from expcache.stats import CacheStats
 
 from ..conftest import DEFAULT_PORT
-from .helpers import REPO, SCRIPT, expcache, names_key, read
+from .helpers import REPO, SCRIPT, error_text, expcache, names_key, read
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_bad_value_is_one_clean_message_and_a_failing_exit(script: Path, tmp_pat
     )
     proc = expcache(*args, cwd=tmp_path)
     assert proc.returncode != 0
-    assert names_key(proc.stderr, "policy.min_repetitions") and ">= 1" in proc.stderr
+    assert names_key(error_text(proc.stderr), "policy.min_repetitions") and ">= 1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "results.json").exists()
     full = expcache(*args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})

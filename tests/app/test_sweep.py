@@ -17,7 +17,7 @@ import pytest
 
 from expcache.app.records import RESULTS_FILE, STATS_FILE, SUMMARY_FILE
 
-from .helpers import SCRIPT, expcache, names_key
+from .helpers import SCRIPT, error_text, expcache, names_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.memcached]
 
@@ -115,7 +115,7 @@ def test_a_failing_job_still_leaves_every_record_and_the_summary(tmp_path: Path)
         cwd=tmp_path,
     )
     assert proc.returncode != 0
-    assert names_key(proc.stderr, "policy.min_repetitions") and ">= 1" in proc.stderr
+    assert names_key(error_text(proc.stderr), "policy.min_repetitions") and ">= 1" in proc.stderr
     good = json.loads((sweep / "0" / STATS_FILE).read_text())
     bad = json.loads((sweep / "1" / STATS_FILE).read_text())
     assert good["status"] == "completed"
