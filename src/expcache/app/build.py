@@ -30,18 +30,17 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from .. import _validate
 from ..backends import Backend, NullBackend
-from ..errors import BackendError, BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError
 from ..memoize import Memoized
 from ..policy import RepetitionPolicy
 from . import nodes
 from .context import CacheContext, MemoPolicy, relocate
 from .schemas import CACHE_MEMO_OPTIONS, SET_BY_APP
 
-__all__ = ["PROBE_KEY", "SECTIONS", "Plan", "build_context", "connect", "plan"]
+__all__ = ["SECTIONS", "Plan", "build_context", "connect", "plan"]
 
 log = logging.getLogger("expcache")
 
-PROBE_KEY = "expcache-probe"
 SECTIONS = ("seed", "task", "cache", "policy")
 _EXAMPLES = {"task": "demo", "cache": "disk", "policy": "deterministic"}
 # What run() passes to a task, besides its options.
@@ -253,7 +252,7 @@ def connect(backend: Backend, *, strict: bool = False) -> tuple[Backend, dict[st
     ``strict`` is the ``cache.strict`` option: this signature is its definition.
     """
     info: dict[str, Any] = {"option": backend.name, **backend.describe()}
-    failures = _probe(backend)
+    failures = backend.probe()
     if not failures:
         return backend, info
     where = ", ".join(w for w, _ in failures)
@@ -288,17 +287,3 @@ def connect(backend: Backend, *, strict: bool = False) -> tuple[Backend, dict[st
         "configured": backend.describe(),
         "fallback": f"unreachable at start: {reason}",
     }
-
-
-def _probe(backend: Backend) -> list[tuple[str, str]]:
-    probe = getattr(backend, "probe", None)
-    if probe is not None:
-        return list(probe())
-    # Fallback until Backend.probe() (backends helper) is on main: one lookup. Remove then.
-    try:
-        backend.get(PROBE_KEY)
-    except BackendError as exc:
-        described = backend.describe()
-        where = ",".join(described.get("servers") or [str(described.get("directory", ""))])
-        return [(where or backend.name, str(exc))]
-    return []
