@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
+import re
 import subprocess
 import sys
 import typing
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from omegaconf import MISSING, OmegaConf
 
-from expcache import Memoized, RepetitionPolicy
+from expcache import ConfigError, Memoized, RepetitionPolicy
 from expcache.app.docs import render
 from expcache.app.nodes import keyword_parameters
 from expcache.app.schemas import (
@@ -153,6 +154,50 @@ def test_readme_option_lists_are_generated_from_the_schemas() -> None:
         "README.md's option lists differ from the constructors' signatures: run "
         "`.venv/bin/python -m expcache.app.docs README.md`"
     )
+
+
+_UNITS = {"": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_AMOUNT = r"(\d+(?:\.\d+)?)(?: ([KMG]iB))?"
+_RANGE = re.compile(rf"`(?:{_AMOUNT} <= )?([a-z_]+) (>=|>|<=) {_AMOUNT}`")
+
+
+def _readme_ranges() -> list[tuple[str, str, str, float]]:
+    """``(backend, option, operator, bound)`` of every range README.md's cache section states."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("Ranges, checked by the constructors") :].split("\n\n")[1]
+    bullets = re.split(r"\n(?=- )", block)
+    out = []
+    for bullet in bullets:
+        head = re.match(r"- (?:`cache=(\w+)`|every backend): ", bullet)
+        assert head, f"not a range bullet: {bullet!r}"
+        for key in [head[1]] if head[1] else sorted(BACKENDS):
+            for lo, lo_unit, name, op, bound, unit in _RANGE.findall(" ".join(bullet.split())):
+                if lo:
+                    out.append((key, name, ">=", float(lo) * _UNITS[lo_unit]))
+                out.append((key, name, op, float(bound) * _UNITS[unit]))
+    return out
+
+
+def test_the_readme_states_the_constructors_ranges() -> None:
+    """The README's range list is prose, so it is checked rather than generated: for each
+    stated bound, the constructor accepts the bound's side and rejects the other, naming the
+    option."""
+    ranges = _readme_ranges()
+    for key in BACKENDS:  # the list covers every backend, and more than the breaker
+        stated = {name for k, name, _, _ in ranges if k == key}
+        assert {"breaker_threshold", "breaker_cooldown"} <= stated, key
+    assert len({(k, n) for k, n, _, _ in ranges}) == 17  # parsing missed none
+    for key, name, op, bound in ranges:
+        option = next(o for o in SCHEMAS[f"expcache_cache_{key}_schema"].options if o.name == name)
+        whole = int in (option.type, *typing.get_args(option.type))
+        step = 1 if whole else 1e-3
+        inside = {">=": bound, ">": bound + step, "<=": bound}[op]
+        outside = {">=": bound - step, ">": bound, "<=": bound + step}[op]
+        convert = int if whole else float
+        BACKENDS[key](**{name: convert(inside)})
+        with pytest.raises(ConfigError) as info:
+            BACKENDS[key](**{name: convert(outside)})
+        assert info.value.param == name, (key, name, op, bound)
 
 
 def test_a_signature_change_flows_into_the_schema() -> None:
