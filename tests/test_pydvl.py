@@ -40,14 +40,14 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from expcache import ConfigError, KeyEncodingError, RepetitionPolicy
+from expcache import ledger as ledger_module
 from expcache.backends import MemcachedBackend, MemoryBackend, NullBackend
-from expcache.integrations import ledger as ledger_module
-from expcache.integrations.ledger import RunLedger
 from expcache.integrations.pydvl import (
     CachedUtility,
     cached_utility,
     utility_fingerprint,
 )
+from expcache.ledger import RunLedger
 
 pytestmark = [
     pytest.mark.pydvl,

@@ -41,26 +41,22 @@ def _moments(memo: Any, key: str) -> Any:
 
 
 def snapshot(run_dir: Path) -> Path:
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from expcache.config import build_context  # registers schemas and resolvers
+    from expcache.app import build_context, plan  # registers schemas and resolvers
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         from pydvl.valuation.types import Sample
 
-        from expcache.integrations.builders import as_valuation_data
         from expcache.integrations.pydvl import cached_utility
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     if "LOOValuation" not in str(cfg.method._target_):
         raise SystemExit(f"{run_dir}: this script reads leave-one-out runs (method=loo)")
-    ctx = build_context(cfg)  # type: ignore[arg-type]  # the run's backend and policy
-    data = as_valuation_data(instantiate(cfg.data, _convert_="all"))
-    model = instantiate(cfg.model, _convert_="all")
-    scorer = instantiate(cfg.scorer, _convert_="all", test_data=data.test)
-    utility = instantiate(cfg.task.utility, _convert_="all", model=model, scorer=scorer)
+    checked = plan(cfg)  # type: ignore[arg-type]
+    ctx = build_context(checked)  # the run's backend and policy
+    data, _, _, utility = checked.task.setup()  # type: ignore[attr-defined]  # ValuationTask
     name = str(cfg.task.name)
     cached = cached_utility(
         utility.with_dataset(data.train),

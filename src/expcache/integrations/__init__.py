@@ -1,6 +1,6 @@
-"""Integrations of expcache with experiment libraries (optional extras).
+"""Integrations of expcache with experiment libraries (optional extras), without Hydra.
 
-Nothing here is imported by ``import expcache``: ``expcache.integrations.pydvl`` imports pyDVL
-and scikit-learn, ``expcache.integrations.task`` is the Hydra task of the valuation runner.
-The pieces that need neither (``ledger``, ``schema``) import only the core and Hydra.
+``expcache.integrations.pydvl`` (imports pyDVL and scikit-learn) makes any pyDVL utility use
+an expcache backend; ``import expcache`` never imports it. The Hydra task that runs pyDVL
+valuations from YAML lives in ``expcache.app.tasks.valuation``.
 """

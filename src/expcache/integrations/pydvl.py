@@ -41,9 +41,9 @@ from ..backends.base import Backend
 from ..backends.disk import DiskBackend
 from ..errors import ConfigError, KeyEncodingError
 from ..keys import fingerprint
+from ..ledger import Channel, RunLedger
 from ..memoize import Memoized
 from ..stats import CacheStats
-from .ledger import Channel, RunLedger
 
 __all__ = ["CachedUtility", "Memoizer", "cached_utility", "utility_fingerprint"]
 

@@ -4,49 +4,89 @@ A task never sees Hydra's ``cache``/``policy`` nodes: it asks the context to ``w
 expensive callables, and the context remembers every memoized callable it built so that the
 run can write what the cache did (``summary()``) into the job folder. Counters gathered in
 other processes (a memoized callable pickled into joblib workers starts with zeroed stats
-there) are merged back with ``add_stats``.
+there) are merged back with ``add_stats``. Nothing here imports Hydra: a notebook can build a
+context by hand.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import Backend
 from ..errors import ConfigError
 from ..memoize import Memoized
+from ..policy import RepetitionPolicy
 from ..stats import CacheStats
 
-__all__ = ["CacheContext"]
+__all__ = ["CacheContext", "MemoPolicy", "relocate"]
 
 log = logging.getLogger("expcache")
+
+
+def relocate(
+    exc: ConfigError, sections: Mapping[str, Collection[str]], default: str | None = None
+) -> ConfigError:
+    """Put ``exc`` under the config section that holds its parameter.
+
+    ``sections`` maps a section (``"policy"``) to the options it holds. A parameter no section
+    holds (an environment variable such as ``EXPCACHE_SIGNING_KEY``) stays as it is; an error
+    about no parameter gets ``default`` as its prefix (or stays as it is without one).
+    """
+    if exc.param is None:
+        return exc.located(default) if default else exc
+    head = exc.param.split(".", 1)[0].split("[", 1)[0]
+    for section, options in sections.items():
+        if head in options:
+            return exc.located(section)
+    return exc
+
+
+@dataclass(frozen=True)
+class MemoPolicy:
+    """The ``policy`` group, built: ``Memoized`` keyword options, and a ``RepetitionPolicy``
+    when the function is stochastic (re-evaluated until its running mean has converged)."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    repeat: RepetitionPolicy | None = None
+
+    @property
+    def option(self) -> str:
+        return "deterministic" if self.repeat is None else "stochastic"
+
+    def memoize(
+        self, fn: Callable[..., Any], backend: Backend, **overrides: Any
+    ) -> Memoized[..., Any]:
+        return Memoized(fn, backend, **{"repeat": self.repeat, **self.options, **overrides})
+
+    def describe(self) -> dict[str, Any]:
+        repeat = dataclasses.asdict(self.repeat) if self.repeat is not None else {}
+        return {"option": self.option, **repeat, **self.options}
 
 
 class CacheContext:
     """Builds memoized callables with the composed cache + policy and keeps their stats.
 
-    ``factory(fn, backend, **kwargs) -> Memoized`` is the instantiated ``policy`` (a partial
-    of ``Memoized`` or of ``build.stochastic_memoizer``). ``backend_info`` is written into
-    ``cache_stats.json`` as is (it records, e.g., a fallback to no caching at start).
+    ``backend_info`` is written into ``cache_stats.json`` as is (it records, e.g., a fallback
+    to no caching at start).
     """
 
     def __init__(
         self,
         backend: Backend,
-        factory: Callable[..., Memoized[..., Any]],
+        policy: MemoPolicy | None = None,
         *,
         namespace: str = "",
         signing_key: str | bytes | None = None,
-        policy: Mapping[str, Any] | None = None,
         backend_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.backend = backend
-        self.factory = factory
+        self.policy = policy if policy is not None else MemoPolicy()
         self.namespace = namespace
         self._signing_key = signing_key
-        self.policy: dict[str, Any] = dict(policy or {})
         self.backend_info: dict[str, Any] = dict(backend_info or backend.describe())
         self._memoized: dict[str, list[Memoized[..., Any]]] = {}
         self._extra: dict[str, CacheStats] = {}
@@ -56,7 +96,9 @@ class CacheContext:
     ) -> Memoized[..., Any]:
         """``fn`` memoized with the policy; ``overrides`` win over it (e.g. ``signature=``).
 
-        Callables wrapped under the same ``name`` are reported together.
+        Callables wrapped under the same ``name`` are reported together. A policy option that
+        does not fit ``fn`` (``ignore_args`` naming a parameter it lacks) is reported as the
+        policy's (``policy.ignore_args``).
         """
         if name is None:
             name = getattr(fn, "__name__", None) or type(fn).__name__
@@ -64,17 +106,13 @@ class CacheContext:
             "namespace": self.namespace,
             "signing_key": self._signing_key,
             "name": name,
+            **overrides,
         }
-        options.update(overrides)
         try:
-            memo = self.factory(fn, self.backend, **options)
+            memo = self.policy.memoize(fn, self.backend, **options)
         except ConfigError as exc:
-            # e.g. "ignore_args names ['job'] that f() does not have": say it is the policy's.
-            message = str(exc)
-            key = re.split(r"[=: ]", message, maxsplit=1)[0]
-            if key in self.policy and key not in overrides:
-                raise ConfigError(f"policy.{message} (wrapping {name!r})") from None
-            raise
+            mine = set(self.policy.options) - set(overrides)
+            raise relocate(exc, {"policy": mine}, default="policy") from None
         self._memoized.setdefault(name, []).append(memo)
         return memo
 
@@ -100,9 +138,9 @@ class CacheContext:
         return {
             "backend": dict(self.backend_info),
             "namespace": self.namespace,
-            "signed": self._signing_key is not None
+            "signed": bool(self._signing_key)
             or any(memo.serde.signed for memos in self._memoized.values() for memo in memos),
-            "policy": dict(self.policy),
+            "policy": self.policy.describe(),
             "functions": {name: self.stats(name).as_dict() for name in self.names()},
             "total": self.stats().as_dict(),
         }

@@ -1,9 +1,10 @@
 """``run(cfg)``: the whole job as a pure function of the composed config.
 
-validate (no I/O) -> build the cache context (one probe) -> call the task -> write
+plan (every check, no I/O) -> build the cache context (one probe) -> call the task -> write
 ``results.json`` -> always write ``cache_stats.json`` (also for a failed job, with the error).
-The CLI is a thin ``@hydra.main`` over this; tests and notebooks call it directly with an
-``output_dir``. The return value is plain data, so it crosses process boundaries (joblib).
+The console script is a thin ``@hydra.main`` over this; tests and notebooks call it directly
+with an ``output_dir``. The return value is plain data, so it crosses process boundaries
+(joblib launcher).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
@@ -31,7 +30,8 @@ def job_output_dir() -> Path:
     """The current Hydra job's output folder."""
     if not HydraConfig.initialized():
         raise ConfigError(
-            "output_dir: run(cfg) outside a Hydra job needs an explicit output_dir=..."
+            param="output_dir",
+            expected="a folder: run(cfg) outside a Hydra job needs an explicit output_dir=...",
         )
     return Path(HydraConfig.get().runtime.output_dir)
 
@@ -69,14 +69,10 @@ def run(cfg: DictConfig, *, output_dir: str | Path | None = None) -> dict[str, A
     }
     ctx: CacheContext | None = None
     try:
-        validated = plan(cfg)
-        ctx = build_context(cfg, validated=validated)
-        try:
-            task = instantiate(cfg.task, _partial_=True, _recursive_=False)
-        except InstantiationException as exc:
-            raise ConfigError(f"task._target_={record['task']!r}: {exc}") from exc
+        p = plan(cfg)
+        ctx = build_context(p)
         out.mkdir(parents=True, exist_ok=True)
-        results = to_jsonable(task(ctx=ctx, output_dir=out, seed=validated.seed))
+        results = to_jsonable(p.task(ctx=ctx, output_dir=out, seed=p.seed))
         write_json(out / RESULTS_FILE, results)
         record["status"] = "completed"
         summary = ctx.summary()
@@ -92,7 +88,7 @@ def run(cfg: DictConfig, *, output_dir: str | Path | None = None) -> dict[str, A
             out,
         )
         return {
-            "seed": validated.seed,
+            "seed": p.seed,
             "output_dir": str(out),
             "results": results,
             "cache_stats": summary,

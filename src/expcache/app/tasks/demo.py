@@ -8,7 +8,8 @@ the shared subsets in the cache: that is what the Hydra tests and the README rec
 One job costs a few hundred milliseconds at the defaults.
 
 The utility takes everything it depends on as arguments (no closure over data), so its cache
-key is exact whatever the key function does with closures.
+key is exact whatever the key function does with closures. ``DemoTask``'s signature is the
+``task`` schema of this option; its constructor checks every option before any work.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
+from ... import _validate
+from ...errors import ConfigError
 
-if TYPE_CHECKING:  # the task itself needs no Hydra: only the runner does
-    from ..config.context import CacheContext
+if TYPE_CHECKING:
+    from ..context import CacheContext
+    from ..schemas import Schema
 
-__all__ = ["make_subsets", "run_demo", "utility"]
+__all__ = ["DemoTask", "make_subsets", "schemas", "utility"]
 
 _SHARED_STREAM = 0x5EED  # the seed-independent part of the subset list
 
@@ -90,59 +93,68 @@ def make_subsets(
     return out
 
 
-def _check(name: str, value: Any, ok: bool, accepted: str) -> None:
-    if not ok:
-        raise ConfigError(f"task.{name}={value!r}: must be {accepted}")
+class DemoTask:
+    """Evaluate the memoized utility over one seed's subsets."""
 
-
-def run_demo(
-    ctx: CacheContext,
-    output_dir: Path,
-    seed: int,
-    *,
-    n_points: int = 200,
-    n_features: int = 8,
-    subset_size: int = 12,
-    n_subsets: int = 20,
-    shared_fraction: float = 0.5,
-    n_iter: int = 1000,
-    noise: float = 0.0,
-    data_seed: int = 0,
-) -> dict[str, Any]:
-    """Evaluate the memoized utility over this seed's subsets; return plain results."""
-    _check("n_points", n_points, n_points >= 2, "an integer >= 2")
-    _check("n_features", n_features, n_features >= 1, "an integer >= 1")
-    _check("subset_size", subset_size, 1 <= subset_size <= n_points, f"in 1..n_points ({n_points})")
-    _check("n_subsets", n_subsets, n_subsets >= 1, "an integer >= 1")
-    _check("shared_fraction", shared_fraction, 0.0 <= shared_fraction <= 1.0, "in [0, 1]")
-    _check("n_iter", n_iter, n_iter >= 0, "an integer >= 0")
-    _check("noise", noise, noise >= 0.0, "a number >= 0")
-
-    memo = ctx.wrap(utility, name="utility")
-    subsets = make_subsets(
-        seed,
-        n_points=n_points,
-        subset_size=subset_size,
-        n_subsets=n_subsets,
-        shared_fraction=shared_fraction,
-    )
-    values = [
-        float(
-            memo(
-                s,
-                data_seed=data_seed,
-                n_points=n_points,
-                n_features=n_features,
-                n_iter=n_iter,
-                noise=noise,
+    def __init__(
+        self,
+        *,
+        n_points: int = 200,
+        n_features: int = 8,
+        subset_size: int = 12,
+        n_subsets: int = 20,
+        shared_fraction: float = 0.5,
+        n_iter: int = 1000,
+        noise: float = 0.0,
+        data_seed: int = 0,
+    ) -> None:
+        self.n_points = _validate.integer("n_points", n_points, ge=2)
+        self.n_features = _validate.integer("n_features", n_features, ge=1)
+        self.subset_size = _validate.integer("subset_size", subset_size, ge=1)
+        if self.subset_size > self.n_points:
+            raise ConfigError(
+                param="subset_size",
+                value=subset_size,
+                expected=f"an integer <= n_points ({n_points})",
             )
+        self.n_subsets = _validate.integer("n_subsets", n_subsets, ge=1)
+        self.shared_fraction = _validate.number("shared_fraction", shared_fraction, ge=0, le=1)
+        self.n_iter = _validate.integer("n_iter", n_iter, ge=0)
+        self.noise = _validate.number("noise", noise, ge=0)
+        self.data_seed = _validate.integer("data_seed", data_seed, ge=0)
+
+    def __call__(self, *, ctx: CacheContext, output_dir: Path, seed: int) -> dict[str, Any]:
+        memo = ctx.wrap(utility, name="utility")
+        subsets = make_subsets(
+            seed,
+            n_points=self.n_points,
+            subset_size=self.subset_size,
+            n_subsets=self.n_subsets,
+            shared_fraction=self.shared_fraction,
         )
-        for s in subsets
-    ]
-    return {
-        "seed": seed,
-        "n_calls": len(values),
-        "mean_utility": float(np.mean(values)),
-        "subsets": [list(s) for s in subsets],
-        "utilities": values,
-    }
+        values = [
+            float(
+                memo(
+                    s,
+                    data_seed=self.data_seed,
+                    n_points=self.n_points,
+                    n_features=self.n_features,
+                    n_iter=self.n_iter,
+                    noise=self.noise,
+                )
+            )
+            for s in subsets
+        ]
+        return {
+            "seed": seed,
+            "n_calls": len(values),
+            "mean_utility": float(np.mean(values)),
+            "subsets": [list(s) for s in subsets],
+            "utilities": values,
+        }
+
+
+def schemas() -> list[Schema]:
+    from ..schemas import Schema
+
+    return [Schema.of("task", "demo", (DemoTask, {}), target=DemoTask)]

@@ -9,6 +9,10 @@ when any job failed, and an exception raised here only becomes a warning. Hence:
   write one), write a minimal one with the failure; in a multirun, rebuild the sweep summary
   from the job files, so a summary exists even when ``on_multirun_end`` never comes.
 - ``on_multirun_end``: rebuild the summary once more, now with every job in.
+- ``on_run_start``/``on_multirun_start``: the run (sweep) folder must be creatable. Hydra
+  creates it before the job starts and prints a traceback when a file is in the way; this
+  checks first and exits with one line naming ``hydra.run.dir``. It raises ``SystemExit``
+  on purpose: Hydra turns any ``Exception`` raised in a callback into a warning.
 
 The callback holds no state: joblib pickles it into every worker.
 """
@@ -16,6 +20,8 @@ The callback holds no state: joblib pickles it into every worker.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,37 @@ __all__ = ["CacheStatsCallback"]
 log = logging.getLogger("expcache")
 
 
+def unusable_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be created as a folder (a file in the way, no write access)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return None
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file" if probe != path else "it is a file"
+    if probe != path and not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
+def _check_folder(config: DictConfig, key: str) -> None:
+    value = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+    if value is None:
+        return
+    why = unusable_folder(Path(str(value)))
+    if why is not None:
+        print(f"expcache: {key}={value}: cannot create this folder: {why}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 class CacheStatsCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_folder(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_folder(config, "hydra.sweep.dir")
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         try:
             out = Path(str(config.hydra.runtime.output_dir))

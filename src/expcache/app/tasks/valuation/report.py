@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import CacheStats
+from ....stats import CacheStats
 
 __all__ = ["PointValue", "ValueTable", "format_summary", "write_csv", "write_plot"]
 

@@ -39,23 +39,38 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from ..backends.base import Backend
-from ..errors import BackendError, ConfigError
-from ..memoize import Memoized
-from ..stats import CacheStats
+from . import _validate
+from .backends.base import Backend
+from .errors import BackendError, ConfigError
+from .memoize import Memoized
+from .stats import CacheStats
 
-__all__ = ["Channel", "RunLedger"]
+__all__ = ["CHANNELS", "Channel", "RunLedger", "check_channel"]
 
 log = logging.getLogger("expcache")
 
 Channel = Literal["auto", "file", "backend"]
-_CHANNELS = ("auto", "file", "backend")
+CHANNELS: tuple[Channel, ...] = ("auto", "file", "backend")
 _FIELDS = tuple(f.name for f in fields(CacheStats))
 _HEAD = struct.Struct("<8sI")
 _MAGIC = b"XCLEDG01"
 _BODY = struct.Struct(f"<{len(_FIELDS)}d")
 _SNAPSHOT_SIZE = _HEAD.size + _BODY.size
 _SLOT_TTL = 7 * 86400  # run-scoped backend keys outlive any sane run, then go away
+
+
+def check_channel(channel: Any, backend: Backend | None = None) -> Channel:
+    """The one rule for ``stats_channel``: callers that configure a ledger before building it
+    (the Hydra app, at plan time) run it early; ``RunLedger`` runs it again on construction."""
+    _validate.choice("stats_channel", channel, CHANNELS)
+    if channel == "backend" and backend is not None and not backend.shared:
+        raise ConfigError(
+            param="stats_channel",
+            value=channel,
+            expected="'file' or 'auto' with a backend other processes cannot see",
+            hint=f"'backend' needs a shared cache backend (disk or memcached), got {backend!r}",
+        )
+    return channel  # type: ignore[no-any-return]
 
 
 def _pack(stats: CacheStats) -> bytes:
@@ -225,12 +240,13 @@ class RunLedger:
         channel: Channel = "auto",
         run_id: str | None = None,
     ) -> None:
-        if channel not in _CHANNELS:
-            raise ConfigError(f"stats_channel={channel!r}: use one of {', '.join(_CHANNELS)}")
-        if channel == "backend" and (backend is None or not backend.shared):
+        check_channel(channel, backend)
+        if channel == "backend" and backend is None:
             raise ConfigError(
-                f"stats_channel='backend' needs a shared cache backend (disk or memcached), "
-                f"got {backend!r}; use 'file' for workers on this host"
+                param="stats_channel",
+                value=channel,
+                expected="'file' or 'auto' without a cache backend",
+                hint="'backend' needs a shared cache backend (disk or memcached)",
             )
         self.run_id = run_id or uuid.uuid4().hex
         self.owner_pid = os.getpid()
@@ -245,7 +261,7 @@ class RunLedger:
             temporary = None
         # The owner's share (memoizers holding the data) and a temporary directory go when
         # the last copy of the utility does, or at close().
-        self._cleanup: weakref.finalize | None = weakref.finalize(
+        self._cleanup: weakref.finalize[[str, int, Path | None], RunLedger] | None = weakref.finalize(
             self, _release, self.run_id, self.owner_pid, temporary
         )
 

@@ -1,4 +1,4 @@
-"""The ``expcache`` console script: a thin ``@hydra.main`` over ``expcache.config.run``.
+"""The ``expcache`` console script: a thin ``@hydra.main`` over ``expcache.app.run``.
 
 Where the configs are: an installed wheel ships the top-level ``conf/`` as the data package
 ``expcache/conf``; an editable checkout has it at ``<repo>/conf``. Hydra resolves a relative
@@ -21,10 +21,11 @@ import hydra
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from .config import run, summarize_sweep
-from .errors import ExpcacheError
+from ..errors import ExpcacheError
+from .records import STATS_FILE, SUMMARY_FILE, summarize_sweep
+from .run import run
 
-__all__ = ["RunError", "config_dir", "main", "task_function"]
+__all__ = ["CONFIG_DIR_ENV", "RunError", "config_dir", "main", "task_function"]
 
 CONFIG_DIR_ENV = "EXPCACHE_CONFIG_DIR"
 
@@ -33,13 +34,13 @@ def config_dir() -> Path:
     """The absolute directory holding ``config.yaml``: wheel, then checkout."""
     if env := os.environ.get(CONFIG_DIR_ENV):
         return Path(env).expanduser().resolve()
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent.parent / "conf"):
+    package = Path(__file__).resolve().parent.parent  # .../expcache
+    for candidate in (package / "conf", package.parent.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return candidate
     raise RuntimeError(
-        f"expcache: no config.yaml in {here / 'conf'} (installed wheel) nor in "
-        f"{here.parent.parent / 'conf'} (source checkout); reinstall expcache or set "
+        f"expcache: no config.yaml in {package / 'conf'} (installed wheel) nor in "
+        f"{package.parent.parent / 'conf'} (source checkout); reinstall expcache or set "
         f"{CONFIG_DIR_ENV}"
     )
 
@@ -61,27 +62,38 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), conf
 )
 
 
-def _sweep_summary(args: list[str]) -> int:
+def sweep_summary(args: list[str]) -> int:
+    """``expcache --sweep-summary DIR``: 0 if every job file was usable, 1 if not, 2 on misuse."""
     if len(args) != 1:
         print("usage: expcache --sweep-summary SWEEP_DIR", file=sys.stderr)
         return 2
     root = Path(args[0])
-    if not root.is_dir():
-        print(f"expcache: {root} is not a directory", file=sys.stderr)
+    try:
+        summary = summarize_sweep(root)
+    except ExpcacheError as exc:
+        print(f"expcache: --sweep-summary: {exc}", file=sys.stderr)
         return 2
-    summary = summarize_sweep(root)
+    except OSError as exc:
+        print(f"expcache: --sweep-summary {root}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     total = summary["total"]
     print(
-        f"{root / 'sweep_summary.json'}: {summary['n_jobs']} jobs "
+        f"{root / SUMMARY_FILE}: {summary['n_jobs']} jobs "
         f"({summary['n_failed']} failed), {total['calls']} calls, {total['hits']} hits, "
         f"{total['misses']} misses"
     )
-    return 0
+    unreadable = [j for j in summary["jobs"] if j["status"] == "unreadable"]
+    for job in unreadable:
+        print(f"expcache: --sweep-summary: skipped {job['error']}", file=sys.stderr)
+    if not summary["n_jobs"]:
+        print(f"expcache: --sweep-summary: no {STATS_FILE} below {root}", file=sys.stderr)
+        return 1
+    return 1 if unreadable else 0
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--sweep-summary"]:
-        sys.exit(_sweep_summary(sys.argv[2:]))
+        sys.exit(sweep_summary(sys.argv[2:]))
     _hydra_main()
 
 

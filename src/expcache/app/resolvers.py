@@ -1,4 +1,4 @@
-"""OmegaConf resolvers of expcache, registered once when ``expcache.config`` is imported.
+"""OmegaConf resolvers of expcache, registered once when ``expcache.app`` is imported.
 
 Resolvers return primitives only and have no side effects: a live object (a client, a
 connection) returned by a resolver breaks ``OmegaConf.resolve``, ``--cfg job --resolve`` and

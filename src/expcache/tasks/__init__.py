@@ -1,1 +1,0 @@
-"""Built-in tasks a config can name in ``task._target_`` (cheap, dependency-free)."""
