@@ -18,8 +18,6 @@ from joblib import Parallel, delayed
 
 from expcache import memcached  # was: from pydvl.utils import memcached
 
-RUNS_ENV = "EXPCACHE_TEST_RUNS"
-
 
 @dataclass(frozen=True)
 class UserClientConfig:
@@ -41,18 +39,13 @@ class UserCacheOptions:
     ignore_args: Iterable[str] | None = None
 
 
-def record(what: str) -> None:
-    path = os.environ.get(RUNS_ENV)
-    if path:
-        with open(path, "a") as f:
-            f.write(f"{os.getpid()} {what}\n")
-
-
 def train_and_score(indices: np.ndarray, *args: Any, seed: np.random.SeedSequence,
                     **kwargs: Any) -> float:
     """A map function of a parallel job: the subset, a seed sequence, and whatever the
-    job framework adds (``job_id``, ``run_id``) in ``**kwargs``."""
-    record("map")
+    job framework adds (``job_id``, ``run_id``) in ``**kwargs``; ``run_log`` is the test's
+    (loky workers outlive a test, so an environment variable would not reach them)."""
+    with open(kwargs["run_log"], "a") as f:
+        f.write(f"{os.getpid()} map\n")
     rng = np.random.default_rng(seed)
     return float(indices.sum() + rng.integers(0, 1000))
 
@@ -61,19 +54,19 @@ def cached_map(port: int) -> Any:
     options = UserCacheOptions(
         client_config=UserClientConfig(server=("127.0.0.1", port), timeout=5.0),
         time_threshold=0,
-        ignore_args=["job_id", "run_id"],
+        ignore_args=["job_id", "run_id", "run_log"],
     )
     return memcached(**asdict(options))(train_and_score, signature=b"train-and-score-v1")
 
 
-def map_reduce(port: int, n_jobs: int, run_id: int, seed: int = 42) -> list[float]:
+def map_reduce(port: int, n_jobs: int, run_id: int, run_log: str, seed: int = 42) -> list[float]:
     """The job: one task per chunk, each worker with its own copy of the cached function."""
     fn = cached_map(port)
     children = np.random.SeedSequence(seed).spawn(6)
     chunks = [np.arange(i, i + 10) for i in range(6)]
     return list(
         Parallel(n_jobs=n_jobs)(
-            delayed(fn)(chunk, seed=child, job_id=i, run_id=run_id)
+            delayed(fn)(chunk, seed=child, job_id=i, run_id=run_id, run_log=run_log)
             for i, (chunk, child) in enumerate(zip(chunks, children, strict=True))
         )
     )

@@ -177,12 +177,12 @@ def test_a_long_computation_is_renewed_and_keeps_its_lease(memcached: MemcachedS
     def slow(x: int) -> int:
         key = m.cache_key(x) + ":lease"
         deadlines.append(deadline(key))
-        # renewals are due every ttl/3 while we block here
+        # renewals are due every ttl/3 (memcached's TTLs are whole seconds) while we block
         assert renewer_module.renewer.wait_renewals(start + 3, 60)
         deadlines.append(deadline(key))
         return x
 
-    m = Memoized(slow, backend, signature=b"slow", lease_ttl=0.3)
+    m = Memoized(slow, backend, signature=b"slow", lease_ttl=1.5)
     assert m(6) == 6
     assert deadlines[1] > deadlines[0]  # the holder's deadline moved forward
     assert renewer_module.renewer.held == 0

@@ -256,18 +256,18 @@ def test_a_method_of_an_unencodable_instance_names_self() -> None:
 # -- the MapReduceJob-style job ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_parallel_job_shares_entries_across_workers(
-    memcached: MemcachedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    memcached: MemcachedServer, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs.log"
-    monkeypatch.setenv(user.RUNS_ENV, str(runs))
-    first = user.map_reduce(memcached.port, n_jobs=2, run_id=1)
+    log = str(runs)
+    first = user.map_reduce(memcached.port, n_jobs=2, run_id=1, run_log=log)
     assert len(runs.read_text().splitlines()) == 6
-    again = user.map_reduce(memcached.port, n_jobs=2, run_id=2)  # other job and run ids
+    again = user.map_reduce(memcached.port, n_jobs=2, run_id=2, run_log=log)  # other ids
     assert again == first
     assert len(runs.read_text().splitlines()) == 6  # every evaluation reused
     pids = {line.split()[0] for line in runs.read_text().splitlines()}
     assert str(os.getpid()) not in pids  # they ran in the workers
-    other_seed = user.map_reduce(memcached.port, n_jobs=2, run_id=3, seed=7)
+    other_seed = user.map_reduce(memcached.port, n_jobs=2, run_id=3, run_log=log, seed=7)
     assert other_seed != first and len(runs.read_text().splitlines()) == 12
 
 

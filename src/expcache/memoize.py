@@ -27,7 +27,7 @@ from .backends.disk import DiskBackend, default_cache_dir
 from .batch import run_batch
 from .bound import BoundMemoized
 from .calls import Core
-from .entries import MomentsEntry, ValueEntry
+from .entries import MomentsEntry, PayloadCodec, ValueEntry
 from .errors import BackendError, ConfigError, SerdeError
 from .explain import Explanation, explain_call
 from .guard import Outcome
@@ -122,7 +122,7 @@ class Memoized(Generic[P, R]):
         max_cas_retries: int = 200,
         expire: float = 0.0,
         name: str | None = None,
-        codec: Any = None,
+        codec: PayloadCodec | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigError(param="fn", value=fn, expected="a callable to memoize")

@@ -42,7 +42,11 @@ SCHEMAS = {s.name: s for s in all_schemas()}
 BACKENDS = {"disk": DiskBackend, "memcached": MemcachedBackend}
 BACKENDS.update({"memory": MemoryBackend, "none": NullBackend})
 # Parameters YAML cannot express, kept for the Python API only (all others are options).
-PYTHON_ONLY = {"expcache_cache_memcached_schema": ("tls_context",)}
+PYTHON_ONLY = {
+    "expcache_cache_memcached_schema": ("tls_context",),
+    "expcache_policy_deterministic_schema": ("codec",),  # a payload codec object
+    "expcache_policy_stochastic_schema": ("codec",),
+}
 
 
 def _yaml_files() -> list[Path]:
