@@ -252,6 +252,8 @@ def connect(backend: Backend, *, strict: bool = False) -> tuple[Backend, dict[st
     ``strict`` is the ``cache.strict`` option: this signature is its definition.
     """
     info: dict[str, Any] = {"option": backend.name, **backend.describe()}
+    if strict:  # recorded: later start-up checks (a Ray cluster's hosts) honour it too
+        info["strict"] = True
     failures = backend.probe()
     if not failures:
         return backend, info

@@ -57,9 +57,10 @@ log = logging.getLogger("expcache")
 
 JOBLIB_NAME = "ray"  # joblib's name for the backend, as ray.util.joblib.register_ray() uses
 # What a Ray started here (no address) is given unless the caller says otherwise: no
-# dashboard (a web server nobody asked for), and pyDVL's import-time FutureWarnings kept out
-# of every worker's log.
-_LOCAL_INIT: Mapping[str, Any] = {"include_dashboard": False}
+# dashboard (a web server nobody asked for), and loopback only (a Ray that one run starts
+# for itself has no other nodes, so nothing else should reach it). pyDVL's import-time
+# FutureWarnings are kept out of every worker's log.
+_LOCAL_INIT: Mapping[str, Any] = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
 _WORKER_ENV = {"PYTHONWARNINGS": "ignore::FutureWarning"}
 
 _backend_class: type | None = None
@@ -283,26 +284,31 @@ _SCOPE_TEXT = {"process": "one process", "host": "the processes of one host"}
 
 def check_reach(
     backend: Backend | type[Backend],
-    hosts: Sequence[str],
+    hosts: Sequence[str] | None,
     *,
     where: str,
     strict: bool = False,
 ) -> str | None:
     """Warn when ``backend``'s entries cannot reach every host of a run; the warning text.
 
-    ``where`` names what spans the hosts (``"the Ray cluster at ..."``). With ``strict``
-    (the app's ``cache.strict``) it raises ``BackendUnavailable`` instead: a run that asked
-    for its cache must not silently get one cache per host.
+    ``hosts`` are the hosts the run spans, or ``None`` when they cannot be counted but may be
+    several (a SLURM launcher); ``where`` names what spans them (``"the Ray cluster at
+    ..."``). With ``strict`` (the app's ``cache.strict``) it raises ``BackendUnavailable``
+    instead: a run that asked for its cache must not silently get one cache per host.
     """
     scope = backend.scope
-    if len(hosts) <= 1 or scope == "network":
+    if scope == "network" or (hosts is not None and len(hosts) <= 1):
         return None
     name = getattr(backend, "name", None) or getattr(backend, "__name__", "backend")
-    shown = ", ".join(hosts[:4]) + (", ..." if len(hosts) > 4 else "")
+    if hosts is None:
+        spans = f"{where} may run its jobs on several hosts"
+    else:
+        shown = ", ".join(hosts[:4]) + (", ..." if len(hosts) > 4 else "")
+        spans = f"{where} spans {len(hosts)} hosts ({shown})"
     text = (
-        f"cache: {name} is seen by {_SCOPE_TEXT.get(scope, scope)} only, but {where} spans "
-        f"{len(hosts)} hosts ({shown}): each host gets a cache of its own and their workers "
-        "share nothing; use cache=memcached with servers every host reaches"
+        f"cache: {name} is seen by {_SCOPE_TEXT.get(scope, scope)} only, but {spans}: each "
+        "host gets a cache of its own and their workers share nothing; use cache=memcached "
+        "with servers every host reaches"
     )
     if strict:
         raise BackendUnavailable(f"{text}, or set cache.strict=false to run anyway")

@@ -44,7 +44,10 @@ __all__ = [
 ]
 
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits")
-JOBLIB_BACKENDS = ("loky", "threading", "multiprocessing", "sequential")
+JOBLIB_BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "ray")
+# ``address`` of parallel.backend=ray: null or "local" (start Ray here), "auto" (the Ray that
+# ``ray start`` runs on this machine), "host:port" or "ray://host:port" (a cluster).
+RAY_ADDRESS = r"local|auto|(ray://)?([^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
 
 
 @dataclass
@@ -308,19 +311,41 @@ def check_estimator(estimator: Any, params: Mapping[str, Any]) -> None:
 class JoblibParallel:
     """joblib settings of the valuation: ``n_jobs`` workers (-1: all cores) sharing the
     cache, and ``blas_threads`` BLAS/OpenMP threads per process (null: the libraries'
-    defaults; many tiny fits run fastest single-threaded)."""
+    defaults; many tiny fits run fastest single-threaded). ``backend=ray`` runs the workers
+    as Ray tasks (``ray_parallel``) on the Ray at ``address``."""
 
     def __init__(
-        self, *, n_jobs: int = 1, backend: str = "loky", blas_threads: int | None = 1
+        self,
+        *,
+        n_jobs: int = 1,
+        backend: str = "loky",
+        blas_threads: int | None = 1,
+        address: str | None = None,
     ) -> None:
         self.n_jobs = _validate.integer("n_jobs", n_jobs, ge=-1)
         if self.n_jobs == 0:
             raise ConfigError(param="n_jobs", value=n_jobs, expected="an integer >= 1, or -1")
         self.backend = _validate.choice("backend", backend, JOBLIB_BACKENDS)
         self.blas_threads = _validate.integer("blas_threads", blas_threads, ge=1, allow_none=True)
+        self.address = _validate.text(
+            "address",
+            address,
+            pattern=RAY_ADDRESS,
+            describe="local, auto, host:port or ray://host:port",
+            allow_none=True,
+        )
+        if self.address is not None and self.backend != "ray":
+            raise ConfigError(
+                param="address",
+                value=address,
+                expected="null unless backend=ray (the address of a Ray cluster)",
+                hint="set parallel.backend=ray, or drop the address",
+            )
 
     @contextlib.contextmanager
-    def context(self) -> Iterator[None]:
+    def context(self, ctx: Any = None) -> Iterator[None]:
+        """joblib's settings for the ``with`` block; ``ctx`` (the run's cache context) lets
+        the Ray backend check that the cache reaches every host of the cluster."""
         import joblib
 
         with contextlib.ExitStack() as stack:
@@ -328,13 +353,19 @@ class JoblibParallel:
                 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
                 stack.enter_context(threadpool_limits(limits=self.blas_threads))
-            kwargs: dict[str, Any] = {"backend": self.backend, "n_jobs": self.n_jobs}
-            if self.blas_threads is not None and self.backend == "loky":
-                kwargs["inner_max_num_threads"] = self.blas_threads
-            stack.enter_context(joblib.parallel_config(**kwargs))
             # Workers import pyDVL afresh: keep its deprecation chatter out of the run's
             # output (an explicit PYTHONWARNINGS of the user wins).
             if "PYTHONWARNINGS" not in os.environ:
                 os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning"
                 stack.callback(os.environ.pop, "PYTHONWARNINGS", None)
+            if self.backend == "ray":
+                from .ray_parallel import ray_context
+
+                stack.enter_context(ray_context(self.address, self.n_jobs, ctx))
+                yield
+                return
+            kwargs: dict[str, Any] = {"backend": self.backend, "n_jobs": self.n_jobs}
+            if self.blas_threads is not None and self.backend == "loky":
+                kwargs["inner_max_num_threads"] = self.blas_threads
+            stack.enter_context(joblib.parallel_config(**kwargs))
             yield

@@ -199,7 +199,7 @@ class ValuationTask:
                 )
             setup = time.perf_counter() - started
             fit_started = time.perf_counter()
-            with self.parallel.context():
+            with self.parallel.context(ctx):
                 method.fit(data.train)
             fit_seconds = time.perf_counter() - fit_started
             # pyDVL binds a copy of the utility to the training data (with_dataset): the data
