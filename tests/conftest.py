@@ -404,3 +404,159 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# -- Ray: a real cluster on this machine ---------------------------------------------------------
+RAY_HOST = Path(__file__).with_name("ray_host.py")
+# On Linux, Ray replaces 127.0.0.1 in addresses by the machine's own address; this keeps every
+# node, every driver and every connection of the tests on loopback.
+RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+RAY_NODE_ARGS: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
+# The node that behaves like another host: its own /dev/shm, /tmp and host name; the pytest
+# temporary folder is mounted back in at the same path (the shared file system of a cluster,
+# where sweep folders live). Its tmpfs sizes bound what it can use of this machine's memory.
+_OTHER_HOST = r"""
+set -e
+mount -t tmpfs -o size=256m tmpfs /dev/shm
+mkdir /dev/shm/.shared && mount --bind "$1" /dev/shm/.shared
+mount -t tmpfs -o size=512m tmpfs /tmp
+mkdir -p "$1" && mount --move /dev/shm/.shared "$1"
+hostname expcache-host2
+shift
+exec "$@"
+"""
+
+
+def _require_ray() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        msg = "Ray is not installed (pip install -e '.[ray]')"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " -- CI is set, so this is a failure, not a skip")
+        pytest.skip(msg)
+
+
+def _can_isolate() -> str | None:
+    """Why a node cannot be given a host of its own here (None: it can)."""
+    if os.geteuid() != 0:
+        return "needs root (mount namespaces)"
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    done = subprocess.run(
+        ["unshare", "--mount", "--uts", "--propagation", "private", "true"],
+        capture_output=True, text=True,
+    )
+    return None if done.returncode == 0 else f"unshare refused: {done.stderr.strip()}"
+
+
+@dataclass
+class RayCluster:
+    """A head node (resource ``head``), a second node on this host (``node2``) and, where
+    mount namespaces are allowed, a node that behaves like another host (``host2``)."""
+
+    address: str
+    resources: tuple[str, ...]
+    other_host: str | None  # "host2", or None where it could not be started (and why)
+    why_no_other_host: str | None = None
+
+    @staticmethod
+    def on(resource: str) -> dict[str, Any]:
+        """``.options(**cluster.on("node2"))``: run a task on that node."""
+        return {"resources": {resource: 0.001}}
+
+    def require_other_host(self) -> str:
+        if self.other_host is None:
+            msg = f"no node with a host of its own: {self.why_no_other_host}"
+            if os.environ.get("CI"):
+                pytest.fail(msg + " -- CI is set, so this is a failure, not a skip")
+            pytest.skip(msg)
+        return self.other_host
+
+
+def _start_other_host(address: str, shared: Path) -> subprocess.Popen[str]:
+    import sys
+
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", _OTHER_HOST,
+         "sh", str(shared), sys.executable, str(RAY_HOST), address, "host2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **RAY_LOOPBACK},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the node is up (or its process ended)
+    if not line.startswith("READY"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the other-host Ray node did not start: {line!r}")
+    return proc
+
+
+def _stop_other_host(proc: subprocess.Popen[str]) -> None:
+    """Close its stdin (it removes its own processes), then make sure by PID."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """One Ray cluster for the session, started here and shut down here (never `ray stop`:
+    it would end every Ray process of the machine)."""
+    _require_ray()
+    env = pytest.MonkeyPatch()
+    for key, value in RAY_LOOPBACK.items():
+        env.setenv(key, value)
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**RAY_NODE_ARGS, "resources": {"head": 1}, "include_dashboard": False},
+    )
+    other: subprocess.Popen[str] | None = None
+    try:
+        cluster.add_node(**RAY_NODE_ARGS, resources={"node2": 1})
+        why = _can_isolate()
+        if why is None:
+            other = _start_other_host(cluster.address, tmp_path_factory.getbasetemp())
+        resources = ("head", "node2") + (("host2",) if other is not None else ())
+        yield RayCluster(cluster.address, resources, "host2" if other else None, why)
+    finally:
+        if other is not None:
+            _stop_other_host(other)
+        cluster.shutdown()
+        env.undo()
+
+
+@pytest.fixture
+def ray_driver(ray_cluster: RayCluster) -> Iterator[RayCluster]:
+    """This process connected to the session cluster (and disconnected after the test); the
+    first task on every node returns only once that node has joined."""
+    import ray
+
+    if ray.is_initialized():  # a test that failed before its own shutdown
+        ray.shutdown()
+    ray.init(address=ray_cluster.address, log_to_driver=False)
+    try:
+        _wait_for_nodes(ray_cluster)
+        yield ray_cluster
+    finally:
+        ray.shutdown()
+
+
+def _node_of() -> tuple[str, str]:
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), socket.gethostname()
+
+
+def _wait_for_nodes(cluster: RayCluster) -> dict[str, tuple[str, str]]:
+    import ray
+
+    where = ray.remote(num_cpus=0)(_node_of)
+    refs = {r: where.options(**cluster.on(r)).remote() for r in cluster.resources}
+    return {r: ray.get(ref, timeout=120) for r, ref in refs.items()}

@@ -1,0 +1,95 @@
+"""A real Ray cluster on this machine (``ray_cluster`` in conftest): a head, a second node,
+and a node with a host of its own (private /dev/shm, /tmp and host name).
+
+A memoized function shipped to tasks on every node shares its entries through one memcached;
+pyDVL's shared-memory stop flag cannot cross to the other host, expcache's Ray flag can.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from expcache import MemcachedBackend, Memoized
+
+from . import helpers_ray
+from .conftest import MemcachedServer, RayCluster
+
+pytestmark = [pytest.mark.slow]
+
+SUBSETS = [tuple(range(i, i + 4)) for i in range(12)]
+
+
+def _run(cluster: RayCluster, resource: str, fn: Any, *args: Any) -> Any:
+    import ray
+
+    task = ray.remote(num_cpus=0)(fn)
+    return ray.get(task.options(**cluster.on(resource)).remote(*args), timeout=120)
+
+
+@pytest.mark.memcached
+def test_tasks_on_every_node_share_one_memcached(
+    ray_driver: RayCluster, memcached: MemcachedServer
+) -> None:
+    memo = Memoized(
+        helpers_ray.utility,
+        MemcachedBackend([memcached.address]),
+        time_threshold=0,
+        namespace="raynodes",
+    )
+    first = _run(ray_driver, "head", helpers_ray.evaluate, memo, SUBSETS[:8])
+    second = _run(ray_driver, "node2", helpers_ray.evaluate, memo, SUBSETS[4:])
+    assert first["node"] != second["node"]
+    assert (first["stats"]["misses"], first["stats"]["hits"]) == (8, 0)
+    assert (second["stats"]["hits"], second["stats"]["misses"]) == (4, 4)  # 4..7 from head
+    outcomes = [first, second]
+    if ray_driver.other_host is not None:
+        third = _run(ray_driver, ray_driver.other_host, helpers_ray.evaluate, memo, SUBSETS)
+        assert third["host"] == "expcache-host2" != first["host"]
+        assert (third["stats"]["hits"], third["stats"]["misses"]) == (12, 0)
+        outcomes.append(third)
+    local = {s: helpers_ray.utility(s) for s in SUBSETS}
+    for out, subsets in zip(outcomes, (SUBSETS[:8], SUBSETS[4:], SUBSETS), strict=False):
+        assert out["values"] == [local[s] for s in subsets]  # a hit is the computed value
+    assert sum(o["stats"]["misses"] for o in outcomes) == len(SUBSETS)  # each computed once
+
+
+@pytest.mark.pydvl
+def test_pydvl_shared_memory_flag_does_not_reach_another_host(ray_driver: RayCluster) -> None:
+    """The evidence for README "Running on a cluster": pyDVL 0.10's stop flag is a POSIX
+    shared-memory segment of the driver's host, re-opened by name in every task."""
+    other = ray_driver.require_other_host()
+    import ray
+    from pydvl.valuation.parallel import MultiprocessingFlag
+
+    flag = MultiprocessingFlag.create()
+    try:
+        flag.set()
+        same_host = _run(ray_driver, "node2", helpers_ray.read_flag, flag, True, 0)
+        assert same_host["value"] is True
+        with pytest.raises(ray.exceptions.RayError, match="FileNotFoundError|No such file"):
+            _run(ray_driver, other, helpers_ray.read_flag, flag, True, 0)
+    finally:
+        flag.unlink()
+
+
+def test_ray_flag_reaches_every_node_and_reads_set_once_its_fit_is_over(
+    ray_driver: RayCluster,
+) -> None:
+    from expcache.integrations.ray import RayFlag
+
+    target = ray_driver.other_host or "node2"
+    flag = RayFlag.create()
+    try:
+        assert _run(ray_driver, target, helpers_ray.read_flag, flag, False, 0)["value"] is False
+        flag.set()
+        assert flag() is True  # the driver's own copy at once
+        seen = _run(ray_driver, target, helpers_ray.read_flag, flag, True)
+        assert seen["value"] is True
+        flag.reset()
+        assert _run(ray_driver, target, helpers_ray.read_flag, flag, False, 0)["value"] is False
+    finally:
+        flag.unlink()
+    # the actor is gone with its fit: a task still holding the flag stops instead of failing
+    assert _run(ray_driver, target, helpers_ray.read_flag, flag, True)["value"] is True
