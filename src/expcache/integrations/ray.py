@@ -70,9 +70,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - exercised without the extra
-        raise ImportError(
-            "parallel.backend=ray needs Ray: pip install 'expcache[ray]'"
-        ) from exc
+        raise ImportError("parallel.backend=ray needs Ray: pip install 'expcache[ray]'") from exc
     return ray
 
 
