@@ -68,7 +68,7 @@ def test_pydvl_shared_memory_flag_does_not_reach_another_host(ray_driver: RayClu
         flag.set()
         same_host = _run(ray_driver, "node2", helpers_ray.read_flag, flag, True, 0)
         assert same_host["value"] is True
-        with pytest.raises(ray.exceptions.RayError, match="FileNotFoundError|No such file"):
+        with pytest.raises(ray.exceptions.RayError, match=r"FileNotFoundError|No such file"):
             _run(ray_driver, other, helpers_ray.read_flag, flag, True, 0)
     finally:
         flag.unlink()
