@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from . import ray_host
+
 MEMCACHED = shutil.which("memcached") or (
     "/usr/bin/memcached" if Path("/usr/bin/memcached").exists() else None
 )
@@ -407,24 +409,8 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 # -- Ray: a real cluster on this machine ---------------------------------------------------------
-RAY_HOST = Path(__file__).with_name("ray_host.py")
-# On Linux, Ray replaces 127.0.0.1 in addresses by the machine's own address; this keeps every
-# node, every driver and every connection of the tests on loopback.
-RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+RAY_LOOPBACK = ray_host.LOOPBACK  # every node, driver and connection of the tests on loopback
 RAY_NODE_ARGS: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
-# The node that behaves like another host: its own /dev/shm, /tmp and host name; the pytest
-# temporary folder is mounted back in at the same path (the shared file system of a cluster,
-# where sweep folders live). Its tmpfs sizes bound what it can use of this machine's memory.
-_OTHER_HOST = r"""
-set -e
-mount -t tmpfs -o size=256m tmpfs /dev/shm
-mkdir /dev/shm/.shared && mount --bind "$1" /dev/shm/.shared
-mount -t tmpfs -o size=512m tmpfs /tmp
-mkdir -p "$1" && mount --move /dev/shm/.shared "$1"
-hostname expcache-host2
-shift
-exec "$@"
-"""
 
 
 def _require_ray() -> None:
@@ -474,35 +460,6 @@ class RayCluster:
         return self.other_host
 
 
-def _start_other_host(address: str, shared: Path) -> subprocess.Popen[str]:
-    import sys
-
-    proc = subprocess.Popen(
-        ["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", _OTHER_HOST,
-         "sh", str(shared), sys.executable, str(RAY_HOST), address, "host2"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **RAY_LOOPBACK},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the node is up (or its process ended)
-    if not line.startswith("READY"):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"the other-host Ray node did not start: {line!r}")
-    return proc
-
-
-def _stop_other_host(proc: subprocess.Popen[str]) -> None:
-    """Close its stdin (it removes its own processes), then make sure by PID."""
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """One Ray cluster for the session, started here and shut down here (never `ray stop`:
@@ -522,12 +479,12 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
         cluster.add_node(**RAY_NODE_ARGS, resources={"node2": 1})
         why = _can_isolate()
         if why is None:
-            other = _start_other_host(cluster.address, tmp_path_factory.getbasetemp())
+            other = ray_host.start(cluster.address, tmp_path_factory.getbasetemp())
         resources = ("head", "node2") + (("host2",) if other is not None else ())
         yield RayCluster(cluster.address, resources, "host2" if other else None, why)
     finally:
         if other is not None:
-            _stop_other_host(other)
+            ray_host.stop(other)
         cluster.shutdown()
         env.undo()
 

@@ -1,22 +1,89 @@
 """A Ray worker node that behaves like another machine, for tests on one machine.
 
-``tests/conftest.py`` runs it inside ``unshare --mount --uts`` with a private ``/dev/shm``,
-a private ``/tmp`` and its own host name: what the processes of this node see of the file
-system's scratch space and of POSIX shared memory is their own, as on a second host (the
-network is still this machine's loopback). It joins the cluster at ``argv[1]`` with the
-custom resource ``argv[2]`` (so tests can place tasks on it), prints ``READY <node id>``,
-and removes its processes when its standard input closes (the fixture closes it).
+``start()`` runs this file inside ``unshare --mount --uts`` with a private ``/dev/shm``, a
+private ``/tmp`` and its own host name (``expcache-host2``): what the processes of this node
+see of the scratch file system and of POSIX shared memory is their own, as on a second host
+(the network is still this machine's loopback). A folder given as ``shared`` is mounted back
+in at the same path: the shared file system of a cluster, where sweep folders live. As a
+script it joins the cluster at ``argv[1]`` with the custom resource ``argv[2]`` (so tests can
+place tasks on it), prints ``READY <node id>``, and removes its processes when its standard
+input closes (``stop()`` closes it). Root only (mount namespaces).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
-from ray._private.node import Node
-from ray._private.parameter import RayParams
+# On Linux, Ray replaces 127.0.0.1 in addresses by the machine's own address; this keeps every
+# node, every driver and every connection on loopback.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+HOST_NAME = "expcache-host2"
+# The tmpfs sizes bound what the node can use of this machine's memory.
+_NAMESPACE = r"""
+set -e
+mount -t tmpfs -o size=256m tmpfs /dev/shm
+mkdir /dev/shm/.shared && mount --bind "$1" /dev/shm/.shared
+mount -t tmpfs -o size=512m tmpfs /tmp
+mkdir -p "$1" && mount --move /dev/shm/.shared "$1"
+hostname "$2"
+shift 2
+exec "$@"
+"""
+
+
+def start(address: str, shared: Path, resource: str = "host2") -> subprocess.Popen[str]:
+    """Start the node and return once it is up (its process printed READY)."""
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _NAMESPACE,
+            "sh",
+            str(shared),
+            HOST_NAME,
+            sys.executable,
+            __file__,
+            address,
+            resource,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **LOOPBACK},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the node is up, or its process ended
+    if not line.startswith("READY"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the other-host Ray node did not start: {line!r}")
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Close its stdin (it removes its own processes), then make sure, by PID."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main() -> None:
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
     address, resource = sys.argv[1], sys.argv[2]
     params = RayParams(
         gcs_address=address,

@@ -226,7 +226,11 @@ def _connect(address: str | None, init: Mapping[str, Any] | None) -> bool:
         runtime_env = dict(options.pop("runtime_env", None) or {})
         runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
         options["runtime_env"] = runtime_env
-    if address in (None, "local"):
+    if address is None:
+        # Not Ray's own rule for None, which also joins whatever cluster `ray start` last
+        # left running on this machine: a run joins a cluster only when it is told to.
+        address = os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
         options = {**_LOCAL_INIT, **options}
     ray.init(address=address, **options)
     return True
@@ -241,9 +245,10 @@ def joblib_on_ray(
 ) -> Iterator[list[str]]:
     """joblib (and so pyDVL) on Ray for the ``with`` block; yields the cluster's hosts.
 
-    ``address``: ``None``/``"local"`` starts a Ray on this machine, ``"auto"`` finds the one
-    ``ray start`` started here, ``"host:port"`` or ``"ray://host:10001"`` joins a cluster;
-    a process already connected (a Ray task) stays on its cluster. ``n_jobs=-1`` uses every
+    ``address``: ``"local"`` starts a Ray on this machine for the block, ``None`` too unless
+    ``RAY_ADDRESS`` names a cluster, ``"auto"`` joins the one ``ray start`` runs here,
+    ``"host:port"`` or ``"ray://host:10001"`` joins a cluster; a process already connected
+    (a Ray task) stays on its cluster. ``n_jobs=-1`` uses every
     CPU of the cluster. ``init`` goes to ``ray.init``. Only a connection made here is shut
     down on exit.
     """

@@ -45,8 +45,8 @@ __all__ = [
 
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits")
 JOBLIB_BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "ray")
-# ``address`` of parallel.backend=ray: null or "local" (start Ray here), "auto" (the Ray that
-# ``ray start`` runs on this machine), "host:port" or "ray://host:port" (a cluster).
+# ``address`` of parallel.backend=ray: null or "local" (start Ray here; null: $RAY_ADDRESS if
+# set), "auto" (the Ray ``ray start`` runs on this machine), "host:port" or "ray://host:port".
 RAY_ADDRESS = r"local|auto|(ray://)?([^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
 
 
