@@ -138,41 +138,51 @@ def _result_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def job_summaries(sweep_dir: str | Path) -> str:
-    """One block per job of the sweep in ``sweep_dir``, in job order, from its files."""
+    """One block per job of the sweep in ``sweep_dir``, in job order, from its files; a job
+    is named by the overrides that set it apart from the sweep's other jobs."""
     root = Path(sweep_dir)
-    entries: list[tuple[int, str, list[str]]] = []
+    jobs: list[tuple[int, str, Path, dict[str, Any] | str]] = []
     for path in sorted(root.rglob(STATS_FILE)):
-        folder = path.parent
-        rel = str(folder.relative_to(root)) or "."
+        rel = str(path.parent.relative_to(root)) or "."
         try:
             record = read_record(path)
         except (OSError, ValueError) as exc:
-            entries.append((1 << 30, rel, [f"{rel}: unreadable {STATS_FILE}: {exc}"]))
+            jobs.append((1 << 30, rel, path.parent, f"unreadable {STATS_FILE}: {exc}"))
             continue
         job = record.get("job") or {}
         num: int = job["num"] if isinstance(job.get("num"), int) else 1 << 30
-        overrides = " ".join(str(o) for o in job.get("overrides") or [])
-        status = record.get("status")
-        head = f"#{num if num != 1 << 30 else '?'} {overrides or rel}: {status}"
-        backend = record.get("backend") or {}
-        if status == "completed":
-            head += f", {_counts(record['total'])} ({backend.get('backend', '?')})"
+        jobs.append((num, rel, path.parent, record))
+    jobs.sort(key=lambda j: (j[0], j[1]))
+    overrides = {
+        rel: [str(o) for o in (r.get("job") or {}).get("overrides") or []]
+        for _, rel, _, r in jobs
+        if isinstance(r, dict)
+    }
+    common = (
+        set.intersection(*(set(o) for o in overrides.values())) if len(overrides) > 1 else set()
+    )
+    failed = sum(1 for *_, r in jobs if not isinstance(r, dict) or r.get("status") != "completed")
+    out = [f"expcache: {len(jobs)} job(s) in {root} ({failed} not completed)"]
+    for num, rel, folder, entry in jobs:
+        label = f"#{num}" if num != 1 << 30 else f"#? {rel}"
+        if not isinstance(entry, dict):
+            out += [f"{label}: {entry}", f"    {folder}"]
+            continue
+        own = " ".join(o for o in overrides.get(rel, []) if o not in common)
+        head = f"{label} {own}".rstrip() + f": {entry.get('status')}"
+        if entry.get("status") == "completed":
+            backend = entry.get("backend") or {}
+            head += f", {_counts(entry['total'])} ({backend.get('backend', '?')})"
         else:
-            head += f": {record.get('error')}"
-        lines = [head]
+            head += f": {entry.get('error')}"
+        out.append(head)
         try:
             results = read_json(folder / RESULTS_FILE)
         except (OSError, ValueError):
             results = None
         if isinstance(results, Mapping):
-            lines += _result_lines(results)
-        lines.append(f"    {folder}")
-        entries.append((num, rel, lines))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    failed = sum(1 for *_, lines in entries if ": completed" not in lines[0])
-    out = [f"expcache: {len(entries)} job(s) in {root} ({failed} not completed)"]
-    for *_, lines in entries:
-        out += lines
+            out += _result_lines(results)
+        out.append(f"    {folder}")
     return "\n".join(out)
 
 
