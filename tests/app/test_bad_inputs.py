@@ -333,6 +333,9 @@ ROWS: list[Bad] = [
     v("n-jobs-type", "parallel.n_jobs=two", key="parallel.n_jobs"),
     v("joblib-backend", "parallel.backend=dask", key="parallel.backend"),
     v("blas-threads-zero", "parallel.blas_threads=0", key="parallel.blas_threads"),
+    v("ray-address-without-ray", "parallel.address=127.0.0.1:6379", key="parallel.address"),
+    v("ray-address-malformed", "parallel=ray", "parallel.address=http://head:6379",
+      key="parallel.address"),
     v("parallel-typo", "parallel.njobs=2", key="parallel.njobs"),
     v("parallel-unknown-option", "parallel=dask", key="dask"),
 ]
