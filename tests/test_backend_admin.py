@@ -223,11 +223,10 @@ def test_probe_uses_the_backends_tls_settings(
 
 
 def test_probe_never_raises(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    disk = DiskBackend(blocker / "cache")  # its parent is a file: cannot be created
+    unusable = Path("/proc/expcache-unusable/cache")  # /proc refuses new directories
+    disk = DiskBackend(unusable)
     (where, why), = disk.probe()
-    assert where == str(blocker / "cache") and why
+    assert where == str(unusable) and why
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free: nothing listens there
