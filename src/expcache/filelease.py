@@ -28,7 +28,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import random
 import threading
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import xxhash
 
 from .entries import ValueEntry
 from .guard import Guard, Outcome
-from .lease import Claim, Decode
+from .lease import Claim, Decode, Patience
 
 __all__ = ["FileLease", "LocalLease", "lock_file_name"]
 
@@ -168,42 +167,28 @@ class FileLease:
 
     def wait(self) -> ValueEntry | Claim:
         guard = self.guard
-        decode = self.decode
-        give_up = time.monotonic() + self.max_wait
-        delay = 0.001
-        waited = False
-        seen = self.seen
+        patience = Patience(guard.rec, self.max_wait, self.seen, first=0.001, cap=0.1)
         while True:
             data = guard.run(guard.backend.get, self.key)
             if type(data) is Outcome:
                 return Claim.FAILED
-            if data is not None and data != seen:
-                seen = data
-                entry = decode(data)
+            if patience.fresh(data):
+                entry = self.decode(data)
                 if entry is not None:
                     return entry
             got = self.table.try_lock(self.offset)
             if got:
                 self._owned = True
                 # The holder stores before it unlocks: look once more before computing.
-                self.seen = seen
+                self.seen = patience.seen
                 found = self._look()
                 if found is not None:
                     self.release()
                     return found
                 return Claim.OWNED
-            if got is None or time.monotonic() >= give_up:
+            if got is None or patience.exhausted():
                 return Claim.NONE
-            if not waited:
-                waited = True
-                guard.rec.add(lease_waits=1)
-            pause = delay * (0.5 + random.random())
-            event = self.table.event(self.offset)
-            if event is not None:  # a thread of this process holds it: wake when it is done
-                event.wait(pause)
-            else:
-                time.sleep(pause)
-            delay = min(delay * 1.5, 0.1)
+            patience.pause(self.table.event(self.offset))
 
     def done(self, stored: bool) -> None:
         self.release()
