@@ -14,8 +14,9 @@ keys never contend), computes, stores, and unlocks:
   descriptor of a file drops all of the process's locks on it); a forked child starts with an
   empty table (it inherits no locks).
 
-A waiter polls the value with backoff and tries the lock; once it gets the lock it looks
-once more (the holder stores before it unlocks) and either hits or computes itself. A stopped
+A waiter polls the value with backoff and tries the lock; whoever gets the lock looks once
+more (the holder stores before it unlocks, and a lookup that missed may predate that) and
+either hits or computes itself. A stopped
 (SIGSTOP) holder keeps its lock: waiters give up after ``lease_max_wait`` and compute.
 
 ``LocalLease`` is the same without the file, for process-local backends (memory): threads
@@ -29,7 +30,6 @@ import errno
 import fcntl
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Final
 
@@ -43,7 +43,6 @@ __all__ = ["FileLease", "LocalLease", "lock_file_name"]
 
 lock_file_name: Final = "expcache-leases.lock"
 _OFFSET_MASK: Final = (1 << 62) - 1  # well inside off_t; 62 bits: no two keys share a byte
-_RECENT: Final = 5.0  # seconds after an in-process unlock during which a new holder looks again
 
 
 class _Table:
@@ -53,9 +52,6 @@ class _Table:
         self.path = path
         self.fd: int | None = None
         self.held: dict[int, threading.Event] = {}
-        # offsets a thread of this process unlocked lately: a lookup that missed just before
-        # that thread stored must look again once it has the lock
-        self.released: dict[int, float] = {}
         self.lock = threading.Lock()
 
     def _descriptor(self) -> int:
@@ -83,9 +79,6 @@ class _Table:
     def unlock(self, offset: int) -> None:
         with self.lock:
             event = self.held.pop(offset, None)
-            self.released[offset] = time.monotonic()
-            if len(self.released) > 4096:
-                self.released.pop(next(iter(self.released)))
             if self.path is not None and self.fd is not None:
                 with contextlib.suppress(OSError):  # the descriptor is gone: so is the lock
                     fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
@@ -95,9 +88,6 @@ class _Table:
     def event(self, offset: int) -> threading.Event | None:
         return self.held.get(offset)
 
-    def released_lately(self, offset: int) -> bool:
-        at = self.released.get(offset)
-        return at is not None and time.monotonic() - at < _RECENT
 
 
 _TABLES: dict[Path | None, _Table] = {}
@@ -152,11 +142,13 @@ class FileLease:
         if not got:
             return Claim.WAIT if got is False else Claim.NONE
         self._owned = True
-        if self.table.released_lately(self.offset):  # a thread here just stored it, maybe
-            found = self._look()
-            if found is not None:
-                self.release()
-                return found
+        # The lookup that missed may predate a holder that has since stored and unlocked
+        # (in this process or another): look once more now that the key is ours. A miss on
+        # disk costs ~6 us, a store ~50-90 us: one computation per key is worth it.
+        found = self._look()
+        if found is not None:
+            self.release()
+            return found
         return Claim.OWNED
 
     def _look(self) -> ValueEntry | None:
