@@ -391,6 +391,20 @@ def test_a_bad_value_is_the_runs_error(tmp_path: Path) -> None:
     assert f"expcache: {message}" in job.stderr  # word for word what the run says
 
 
+def test_help_lists_the_verbs(tmp_path: Path) -> None:
+    top = run_script("--help", cwd=tmp_path)
+    assert "expcache cache ls|stats|clear|export|import" in top.stdout
+    verbs = run_script("cache", "--help", cwd=tmp_path)
+    assert verbs.returncode == 0
+    assert all(f"\n  {verb} " in verbs.stdout for verb in ("ls", "stats", "clear", "export",
+                                                             "import"))
+    clear = run_script("cache", "clear", "--help", cwd=tmp_path)
+    assert clear.returncode == 0 and all(f in clear.stdout for f in ("--function", "--all",
+                                                                     "--yes", "--json"))
+    bare = run_script("cache", cwd=tmp_path)
+    assert bare.returncode == 2 and "usage: expcache cache VERB" in bare.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

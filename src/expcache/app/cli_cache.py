@@ -272,7 +272,7 @@ def clear(args: argparse.Namespace, t: Target) -> int:
                      "(--all)")
     reachable(t, existing=False)
     removed = b.clear(prefix)
-    _say(args, f"removed {removed} keys of {what} from {t.store}",
+    _say(args, f"removed {cli_format.count(removed, 'key')} of {what} from {t.store}",
          {"removed": removed, "scope": what, "prefix": prefix, "store": b.describe()})
     if not removed and not args.json:
         print(f"expcache cache clear: nothing matched {what} (`expcache cache ls` lists what "
@@ -297,7 +297,8 @@ def export(args: argparse.Namespace, t: Target) -> int:
         report = export_archive(t.backend, t.serde, args.file, t.scope, progress=bar)
     _say(args, cli_format.exported(t.store, report), asdict(report))
     if report.skipped and not args.json:
-        print(f"expcache cache export: left out {report.skipped} entries that do not verify "
+        left = cli_format.count(report.skipped, "entry", "entries")
+        print(f"expcache cache export: left out {left} that do not verify "
               "with this cache's signing key (written with another key, or damaged)",
               file=sys.stderr)
     return 0
@@ -316,7 +317,8 @@ def import_(args: argparse.Namespace, t: Target) -> int:
                                 progress=bar)
     _say(args, cli_format.imported(t.store, report), asdict(report))
     if report.refused:
-        print(f"expcache cache import: {t.store} refused {report.refused} entries (full, or "
+        refused = cli_format.count(report.refused, "entry", "entries")
+        print(f"expcache cache import: {t.store} refused {refused} (full, or "
               "larger than its max_value_size)", file=sys.stderr)
         return 1
     return 0

@@ -16,7 +16,7 @@ from ..archive import _DIGEST, _END, ExportReport, ImportReport
 from ..inventory import FunctionSummary
 from ..keys import KEY_FORMAT_VERSION
 
-__all__ = ["archive_records", "exported", "functions", "imported", "server_stats"]
+__all__ = ["archive_records", "count", "exported", "functions", "imported", "server_stats"]
 
 _SIZES: Final = frozenset({"bytes", "limit_maxbytes", "item_size_max", "size_limit"})
 _NOT_SUMMED: Final = frozenset({"version", "uptime", "item_size_max"})
@@ -55,6 +55,10 @@ def table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) ->
     return "\n".join(lines)
 
 
+def count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def _scope(scope: str | None) -> str:
     if scope is None:
         return "every namespace"
@@ -79,7 +83,8 @@ def functions(store: str, scope: str | None, rows: Sequence[FunctionSummary]) ->
                       size(r.bytes), when(r.oldest), when(r.newest), duration(r.compute_seconds)])
     total = sum(r.entries for r in rows)
     lines = [head, table(cells, frozenset({2, 3, 4, 7})),
-             f"{len(rows)} functions, {total} entries, {size(sum(r.bytes for r in rows))}; "
+             f"{count(len(rows), 'function')}, {count(total, 'entry', 'entries')}, "
+             f"{size(sum(r.bytes for r in rows))}; "
              f"SAVES: compute seconds one hit of every entry saves"]
     unverified = sum(r.unverified for r in rows)
     if unverified:
@@ -134,8 +139,9 @@ def server_stats(store: str, report: Mapping[str, Any]) -> str:
 
 def exported(store: str, r: ExportReport) -> str:
     scope = _scope(r.namespace)
-    return (f"exported {r.entries} entries and {r.manifests} manifests ({size(r.bytes)}) of "
-            f"{scope} from {store} to {r.path}")
+    return (f"exported {count(r.entries, 'entry', 'entries')} and "
+            f"{count(r.manifests, 'manifest')} ({size(r.bytes)}) of {scope} from {store} to "
+            f"{r.path}")
 
 
 def imported(store: str, r: ImportReport) -> str:
@@ -150,7 +156,8 @@ def imported(store: str, r: ImportReport) -> str:
             where = ",".join(where)
         origin += f" from {source['backend']} {where}".rstrip()
     kept = " (--replace overwrites them)" if r.kept else ""
-    return (f"imported {r.imported} entries into {store} from {r.path} ({origin}); "
+    return (f"imported {count(r.imported, 'entry', 'entries')} into {store} from {r.path} "
+            f"({origin}); "
             f"{r.kept} already present, kept{kept}; {r.refused} refused by the store")
 
 
