@@ -556,7 +556,28 @@ def test_importing_into_another_namespace_is_refused(tmp_path: Path) -> None:
     dst = disk_store(tmp_path / "dst", tmp_path)
     proc = dst.run("import", str(archive), "cache.namespace=other")
     assert proc.returncode == 2 and "holds namespace 'week'" in clean(proc)
+    everything = tmp_path / "all.xca"
+    assert src.run("export", str(everything)).returncode == 0  # no namespace: all of them
+    proc = dst.run("import", str(everything), "cache.namespace=week")
+    assert proc.returncode == 2 and "holds every namespace, not 'week'" in clean(proc)
     assert not (tmp_path / "dst").exists()
+
+
+def test_entries_the_store_refuses_are_counted_and_fail_the_import(
+    memcached: MemcachedServer, tmp_path: Path
+) -> None:
+    src = disk_store(tmp_path / "src", tmp_path)
+    src.memo(lambda: list(range(2000)), name="big")()  # ~5 kB pickled
+    src.memo(double)(1)
+    archive = tmp_path / "mixed.xca"
+    assert src.run("export", str(archive)).returncode == 0
+    dst = memcached_store([memcached], tmp_path)
+    proc = dst.run("import", str(archive), "cache.max_value_size=1024")
+    assert proc.returncode == 1
+    assert "refused 1 entry (full, or larger than its max_value_size)" in clean(proc)
+    again = dst.run("import", str(archive), "cache.max_value_size=1024", "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["refused"] == 1
+    assert dst.memo(double).check_call_in_cache(1)  # the others were imported
 
 
 def test_a_missing_archive_is_named(tmp_path: Path) -> None:

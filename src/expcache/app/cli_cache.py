@@ -35,12 +35,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from .. import _validate
-from ..archive import ArchiveError, export_archive, import_archive, read_header
+from ..archive import export_archive, import_archive, read_header
 from ..backends import Backend, DiskBackend
-from ..errors import BackendError, ConfigError, ExpcacheError
+from ..errors import ConfigError, ExpcacheError
 from ..inventory import entry_keys, list_functions, scoped_prefix
 from ..keys import key_prefix
-from ..serde import Serde, signing_key_from_env
+from ..serde import DEFAULT_MAX_SIZE, Serde, signing_key_from_env
 from . import build, cli_format
 from .main import config_dir
 
@@ -164,8 +164,11 @@ def target(overrides: list[str]) -> Target:
         build._policy(policy, memo, [o.name for o in schema.options] if schema else None)
         build._check_top_level(cfg, root)
         key = memo.get("signing_key")
-        serde = Serde(key if key is not None else signing_key_from_env(),
-                      max_size=backend.max_value_size)
+        # Not the memoizers' bound (the store's max_value_size): an archived entry too large
+        # for this store is the store's to refuse, and counted, not an invalid entry that
+        # stops the import. Decompression stays bounded.
+        bound = max(DEFAULT_MAX_SIZE, backend.max_value_size or 0)
+        serde = Serde(key if key is not None else signing_key_from_env(), max_size=bound)
     except ConfigError as exc:
         raise Misuse(str(exc)) from None
     if backend.scope == "process":
@@ -189,7 +192,8 @@ def reachable(t: Target, *, existing: bool) -> None:
         why = "; ".join(r if w in r else f"{b.name} {w}: {r}" for w, r in failures)
         hint = ""
         if len(failures) < len(b.describe().get("servers") or ()):
-            hint = " (drop it from cache.servers to work on the other nodes)"
+            them = "it" if len(failures) == 1 else "them"
+            hint = f" (drop {them} from cache.servers to work on the other nodes)"
         raise Failed(f"unreachable: {why}; nothing was done{hint}")
 
 
@@ -308,9 +312,10 @@ def import_(args: argparse.Namespace, t: Target) -> int:
     with open(args.file, "rb") as fh:
         header = read_header(fh)
     theirs = header.get("namespace")
-    if t.explicit and theirs is not None and theirs != t.namespace:
-        raise Misuse(f"{args.file} holds namespace {theirs!r}, not {t.namespace!r}: entries "
-                     "keep the namespace they were written in (drop cache.namespace=...)")
+    if t.explicit and theirs != t.namespace:
+        held = "every namespace" if theirs is None else f"namespace {theirs!r}"
+        raise Misuse(f"{args.file} holds {held}, not {t.namespace!r}: entries keep the "
+                     "namespace they were written in (drop cache.namespace=...)")
     reachable(t, existing=False)
     with _progress(cli_format.archive_records(args.file), "import") as bar:
         report = import_archive(t.backend, t.serde, args.file, replace=args.replace,
@@ -353,12 +358,9 @@ def main(argv: Sequence[str]) -> int:
     except Misuse as exc:
         print(f"{prog if verb in VERBS else 'expcache cache'}: {exc}", file=sys.stderr)
         return 2
-    except (Failed, ArchiveError, BackendError) as exc:
+    except (Failed, ExpcacheError) as exc:  # ArchiveError, BackendError, ...
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
-    except ExpcacheError as exc:  # e.g. a ConfigError of the store met while working
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `expcache cache ls | head`: the reader has all it wanted
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # no second error at exit
         return 0
