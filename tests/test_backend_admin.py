@@ -223,11 +223,10 @@ def test_probe_uses_the_backends_tls_settings(
 
 
 def test_probe_never_raises(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    disk = DiskBackend(blocker / "cache")  # its parent is a file: cannot be created
+    unusable = Path("/proc/expcache-unusable/cache")  # /proc refuses new directories
+    disk = DiskBackend(unusable)
     (where, why), = disk.probe()
-    assert where == str(blocker / "cache") and why
+    assert where == str(unusable) and why
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free: nothing listens there
@@ -249,3 +248,22 @@ def test_probe_never_raises(tmp_path: Path) -> None:
 def test_scope_and_shared(backend: Any, scope: str) -> None:
     assert backend.scope == scope
     assert backend.shared is (scope != "process")
+
+
+def test_a_fresh_entry_is_found_by_the_hash_walk_and_the_lru_walk(
+    memcached: MemcachedServer,
+) -> None:
+    """memcached's LRU walk (``metadump all``) can miss an item that leaves the HOT segment
+    during the walk; enumeration walks the hash table instead, and the LRU walk (the fallback
+    for old servers) is repeated by clear. Both find what was just written."""
+    from expcache.backends import _mcadmin
+
+    backend = MemcachedBackend([memcached.address], timeout=5)
+    for i in range(200):
+        key = f"fresh:{i}"
+        backend.set(key, b"v")
+        assert key in set(backend.iter_keys("fresh:"))
+        assert backend.clear(key) >= 1 and backend.get(key) is None
+    server = backend.servers[0]
+    backend.set("fresh:lru", b"v")
+    assert list(_mcadmin._node_keys(backend, server, "fresh:", b"all")) == ["fresh:lru"]

@@ -287,3 +287,19 @@ def test_damaged_archives_are_refused_with_the_reason(tmp_path: Path, damage: st
         import_archive(dst, Serde(), path)
     for key in dst.iter_keys():
         Serde().verify(key, dst.get(key))  # type: ignore[arg-type]
+
+
+def test_export_leaves_out_entries_that_do_not_verify(tmp_path: Path) -> None:
+    """A shared store also holds a colleague's entries signed with another key and garbage:
+    exported as they were, the first of them stopped every import of the archive."""
+    src = DiskBackend(tmp_path / "src")
+    mine = Memoized(double, src, time_threshold=0)
+    for x in range(3):
+        mine(x)
+    Memoized(triple, src, time_threshold=0, signing_key="c" * 16)(1)  # a colleague's key
+    src.set("ex3:000000000000:" + "0" * 32, b"garbage")
+    report = export_archive(src, Serde(), tmp_path / "a.xca", None)
+    dst = DiskBackend(tmp_path / "dst")
+    assert import_archive(dst, Serde(), tmp_path / "a.xca").imported == 4  # 3 + the manifest
+    assert all(Memoized(double, dst).check_call_in_cache(x) for x in range(3))
+    assert (report.entries, report.manifests, report.skipped) == (3, 1, 3)

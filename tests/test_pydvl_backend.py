@@ -319,9 +319,17 @@ def test_clear_get_set_and_combine_hashes(mc: MemcachedBackend) -> None:
     sample = Sample(None, np.arange(5))
     u(sample)
     key = wrapper(u).cache_key(sample)
+    # A colleague's entries on the same server: another name, another namespace.
+    others = [adapter(mc, name="colleague"), adapter(mc, namespace="elsewhere")]
+    kept = []
+    for other in others:
+        v = make_utility(test, other).with_dataset(train)
+        v(sample)
+        kept.append(wrapper(v).cache_key(sample))
     assert mc.get(key) is not None and cache.stats.calls == 1
     cache.clear()
     assert mc.get(key) is None and cache.stats.calls == 0
+    assert all(mc.get(k) is not None for k in kept)  # scoped: never the whole server
     assert cache.combine_hashes("a", "b") == "a:b"
     with pytest.raises(NotImplementedError, match="wrap"):
         cache.get("a:b")

@@ -9,6 +9,11 @@ reads) under their keys, and any backend can import them. Layout::
     records:  b"R" | u16 key length | key | u64 data length | data | xxh3-128(key + data)
     trailer:  b"E" | u64 record count | xxh3-128 of every byte before the trailer
 
+Export writes only entries that verify with the exporting cache's serde (digest, or HMAC
+with its signing key): a shared store also holds colleagues' entries signed with other keys,
+garbage, or entries of another format, and one such record would stop every import of the
+archive at it. They are counted in ``ExportReport.skipped`` instead.
+
 Import verifies before it writes: each record's own digest, then its envelope (its digest,
 or its HMAC with this cache's signing key) — an entry that does not verify is never written,
 so an import can stop early but never writes a partial or wrong entry. A header of another
@@ -62,6 +67,7 @@ class ExportReport:
     entries: int = 0
     manifests: int = 0
     bytes: int = 0
+    skipped: int = 0  # entries that do not verify with this serde: not exported
 
 
 @dataclass
@@ -106,6 +112,11 @@ def export_archive(
             _write(fh, digest, _head(header))
             for key, data in scan(backend, scoped_prefix(namespace), progress=progress,
                                   manifests=True):
+                try:
+                    serde.verify(key, data)
+                except SerdeError:
+                    report.skipped += 1
+                    continue
                 raw = key.encode()
                 _write(fh, digest, _REC.pack(b"R", len(raw)) + raw + _LEN.pack(len(data)))
                 _write(fh, digest, data)

@@ -14,8 +14,9 @@ keys never contend), computes, stores, and unlocks:
   descriptor of a file drops all of the process's locks on it); a forked child starts with an
   empty table (it inherits no locks).
 
-A waiter polls the value with backoff and tries the lock; once it gets the lock it looks
-once more (the holder stores before it unlocks) and either hits or computes itself. A stopped
+A waiter polls the value with backoff and tries the lock; whoever gets the lock looks once
+more (the holder stores before it unlocks, and a lookup that missed may predate that) and
+either hits or computes itself. A stopped
 (SIGSTOP) holder keeps its lock: waiters give up after ``lease_max_wait`` and compute.
 
 ``LocalLease`` is the same without the file, for process-local backends (memory): threads
@@ -28,9 +29,7 @@ import contextlib
 import errno
 import fcntl
 import os
-import random
 import threading
-import time
 from pathlib import Path
 from typing import Final
 
@@ -38,13 +37,12 @@ import xxhash
 
 from .entries import ValueEntry
 from .guard import Guard, Outcome
-from .lease import Claim, Decode
+from .lease import Claim, Decode, Patience
 
 __all__ = ["FileLease", "LocalLease", "lock_file_name"]
 
 lock_file_name: Final = "expcache-leases.lock"
 _OFFSET_MASK: Final = (1 << 62) - 1  # well inside off_t; 62 bits: no two keys share a byte
-_RECENT: Final = 5.0  # seconds after an in-process unlock during which a new holder looks again
 
 
 class _Table:
@@ -54,9 +52,6 @@ class _Table:
         self.path = path
         self.fd: int | None = None
         self.held: dict[int, threading.Event] = {}
-        # offsets a thread of this process unlocked lately: a lookup that missed just before
-        # that thread stored must look again once it has the lock
-        self.released: dict[int, float] = {}
         self.lock = threading.Lock()
 
     def _descriptor(self) -> int:
@@ -84,9 +79,6 @@ class _Table:
     def unlock(self, offset: int) -> None:
         with self.lock:
             event = self.held.pop(offset, None)
-            self.released[offset] = time.monotonic()
-            if len(self.released) > 4096:
-                self.released.pop(next(iter(self.released)))
             if self.path is not None and self.fd is not None:
                 with contextlib.suppress(OSError):  # the descriptor is gone: so is the lock
                     fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
@@ -96,9 +88,6 @@ class _Table:
     def event(self, offset: int) -> threading.Event | None:
         return self.held.get(offset)
 
-    def released_lately(self, offset: int) -> bool:
-        at = self.released.get(offset)
-        return at is not None and time.monotonic() - at < _RECENT
 
 
 _TABLES: dict[Path | None, _Table] = {}
@@ -153,11 +142,13 @@ class FileLease:
         if not got:
             return Claim.WAIT if got is False else Claim.NONE
         self._owned = True
-        if self.table.released_lately(self.offset):  # a thread here just stored it, maybe
-            found = self._look()
-            if found is not None:
-                self.release()
-                return found
+        # The lookup that missed may predate a holder that has since stored and unlocked
+        # (in this process or another): look once more now that the key is ours. A miss on
+        # disk costs ~6 us, a store ~50-90 us: one computation per key is worth it.
+        found = self._look()
+        if found is not None:
+            self.release()
+            return found
         return Claim.OWNED
 
     def _look(self) -> ValueEntry | None:
@@ -168,42 +159,28 @@ class FileLease:
 
     def wait(self) -> ValueEntry | Claim:
         guard = self.guard
-        decode = self.decode
-        give_up = time.monotonic() + self.max_wait
-        delay = 0.001
-        waited = False
-        seen = self.seen
+        patience = Patience(guard.rec, self.max_wait, self.seen, first=0.001, cap=0.1)
         while True:
             data = guard.run(guard.backend.get, self.key)
             if type(data) is Outcome:
                 return Claim.FAILED
-            if data is not None and data != seen:
-                seen = data
-                entry = decode(data)
+            if patience.fresh(data):
+                entry = self.decode(data)
                 if entry is not None:
                     return entry
             got = self.table.try_lock(self.offset)
             if got:
                 self._owned = True
                 # The holder stores before it unlocks: look once more before computing.
-                self.seen = seen
+                self.seen = patience.seen
                 found = self._look()
                 if found is not None:
                     self.release()
                     return found
                 return Claim.OWNED
-            if got is None or time.monotonic() >= give_up:
+            if got is None or patience.exhausted():
                 return Claim.NONE
-            if not waited:
-                waited = True
-                guard.rec.add(lease_waits=1)
-            pause = delay * (0.5 + random.random())
-            event = self.table.event(self.offset)
-            if event is not None:  # a thread of this process holds it: wake when it is done
-                event.wait(pause)
-            else:
-                time.sleep(pause)
-            delay = min(delay * 1.5, 0.1)
+            patience.pause(self.table.event(self.offset))
 
     def done(self, stored: bool) -> None:
         self.release()

@@ -42,6 +42,7 @@ from typing import Final, Protocol
 from . import renewer as _renewer
 from .entries import ValueEntry
 from .guard import Guard, Outcome
+from .stats import Recorder
 
 __all__ = ["Claim", "Decode", "Lease", "NoLease", "StoreLease", "abandoned"]
 
@@ -82,6 +83,45 @@ class _Abandoned:
 
 
 abandoned = _Abandoned()
+
+
+class Patience:
+    """A waiter's loop state: jittered, growing pauses, bounded by ``max_wait``, and counted
+    once in ``stats.lease_waits`` (a call that slept at least once), and the entry bytes it
+    has already decoded (a bad entry is counted once, however often it is read again)."""
+
+    __slots__ = ("cap", "delay", "give_up", "rec", "seen", "waited")
+
+    def __init__(
+        self, rec: Recorder, max_wait: float, seen: bytes | None, *, first: float, cap: float
+    ) -> None:
+        self.rec = rec
+        self.give_up = time.monotonic() + max_wait
+        self.seen = seen
+        self.delay = first
+        self.cap = cap
+        self.waited = False
+
+    def fresh(self, data: bytes | None) -> bool:
+        """Whether ``data`` is an entry not decoded yet (and note it as seen)."""
+        if data is None or data == self.seen:
+            return False
+        self.seen = data
+        return True
+
+    def exhausted(self) -> bool:
+        return time.monotonic() >= self.give_up
+
+    def pause(self, event: threading.Event | None = None) -> None:
+        if not self.waited:
+            self.waited = True
+            self.rec.add(lease_waits=1)
+        pause = self.delay * (0.5 + random.random())
+        if event is not None:  # a thread of this process holds it: wake when it is done
+            event.wait(pause)
+        else:
+            time.sleep(pause)
+        self.delay = min(self.delay * 1.5, self.cap)
 
 
 class Claim(enum.Enum):
@@ -239,19 +279,16 @@ class StoreLease:
     def wait(self) -> ValueEntry | Claim:
         guard = self.guard
         backend = guard.backend
-        decode = self.decode
-        give_up = time.monotonic() + self.max_wait
-        delay = 0.002
-        waited = False
-        seen = self.seen
+        patience = Patience(
+            guard.rec, self.max_wait, self.seen, first=0.002, cap=min(0.25, self.ttl / 10)
+        )
         while True:
             found = guard.run(backend.get_many, [self.lease_key, self.key])
             if type(found) is Outcome:
                 return Claim.FAILED
             data = found.get(self.key)
-            if data is not None and data != seen:  # decode (and count) a bad entry once
-                seen = data
-                entry = decode(data)
+            if patience.fresh(data):
+                entry = self.decode(data)
                 if entry is not None:
                     return entry
             lease = found.get(self.lease_key)
@@ -266,13 +303,9 @@ class StoreLease:
                     return claim
             elif lease[3:4] in (STORED, UNSTORED):  # no value is coming (or it is gone)
                 return Claim.NONE
-            if time.monotonic() >= give_up:
+            if patience.exhausted():
                 return Claim.NONE
-            if not waited:
-                waited = True
-                guard.rec.add(lease_waits=1)
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 1.5, 0.25, max(self.ttl / 10, 0.002))
+            patience.pause()
 
     def _take_over(self) -> Claim:
         """Replace an expired or unparseable lease with ours, unless someone else did."""

@@ -47,17 +47,10 @@ def read(path: Path) -> Any:
 # ConfigError(param=...) yet: the app can only show such an error under its section
 # ("policy: lease_ttl=0.0: ..."). The backends do (every cache option of a backend must be
 # named in full); drop this once the core's other validators set param= too.
-PARAMLESS = ("cache.namespace", "cache.signing_key", "policy.")
-
-
 def names_key(text: str, key: str) -> bool:
-    """Whether an error message names the config key ``key`` (``cache.timeout``).
-
-    For the ``PARAMLESS`` options, the section form (``policy: lease_ttl=...``) counts too.
-    """
-    section, _, leaf = key.partition(".")
-    legacy = key.startswith(PARAMLESS) and f"{section}: {leaf}" in text
-    return key in text or legacy
+    """Whether an error message names the config key ``key`` (``cache.timeout``): every core
+    validator raises ConfigError(param=...), which the app relocates under its section."""
+    return key in text
 
 
 def error_text(stderr: str) -> str:

@@ -256,15 +256,17 @@ def test_unreachable_memcached_warns_once_and_runs_uncached(
 def test_unusable_disk_directory_warns_or_fails_when_strict(
     cfg_of: Compose, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    cfg = cfg_of("cache=disk", f"cache.directory={blocker / 'cache'}")
+    # A path that passes every check before work but cannot be created (even by root):
+    # /proc refuses new directories. (A file in the way is a ConfigError: tests/app/
+    # test_bad_inputs.py.)
+    unusable = Path("/proc/expcache-unusable/cache")
+    cfg = cfg_of("cache=disk", f"cache.directory={unusable}")
     with caplog.at_level(logging.WARNING, logger="expcache"):
         ctx = build_context(plan(cfg))
     assert isinstance(ctx.backend, NullBackend)
-    assert ctx.backend_info["configured"]["directory"] == str(blocker / "cache")
+    assert ctx.backend_info["configured"]["directory"] == str(unusable)
     assert len(caplog.records) == 1
-    strict = cfg_of("cache=disk", f"cache.directory={blocker / 'cache'}", "cache.strict=true")
+    strict = cfg_of("cache=disk", f"cache.directory={unusable}", "cache.strict=true")
     with pytest.raises(BackendUnavailable, match=r"cache\.strict=false"):
         build_context(plan(strict))
 

@@ -94,6 +94,10 @@ def sweep_summary(args: list[str]) -> int:
 def main() -> None:
     if sys.argv[1:2] == ["--sweep-summary"]:
         sys.exit(sweep_summary(sys.argv[2:]))
+    if sys.argv[1:2] == ["cache"]:  # `expcache cache ls ...`: not Hydra's override grammar
+        from .cli_cache import main as cache_main
+
+        sys.exit(cache_main(sys.argv[2:]))
     _hydra_main()
 
 

@@ -1,7 +1,8 @@
 """Operating a memcached store: enumerate, delete by prefix, statistics, start-up probes.
 
-memcached has no "keys matching" command; ``lru_crawler metadump all`` (memcached >= 1.4.31)
-streams every item in its LRUs, so enumeration asks **every node** of a cluster, over a
+memcached has no "keys matching" command; ``lru_crawler metadump hash`` (memcached >= 1.6; a
+walk of the LRUs, ``metadump all``, on older servers) streams every live item, so
+enumeration asks **every node** of a cluster, over a
 connection of its own (a dump is long; the thread's connection stays free for other work, a
 consumer may delete while it iterates). Each node's dump runs under the backend's ``timeout``
 per line, not per dump: a dump grows with the store.
@@ -51,10 +52,22 @@ class CrawlerBusy(Exception):
     """Another ``lru_crawler`` request is running on the server: ask again shortly."""
 
 
+class _NoHashDump(Exception):
+    """The server predates ``lru_crawler metadump hash``: walk its LRUs instead."""
+
+
+# ``hash`` walks the hash table: every live item exactly once. ``all`` walks the LRUs, and an
+# item the LRU maintainer moves between segments during the walk (a fresh item leaving HOT)
+# can be missed: a prefix clear of a just-written entry left it behind (seen in the tests).
+# So ``all`` is only the fallback for servers older than 1.6, and then repeated by ``clear``.
+_MODES = (b"hash", b"all")
+_LRU_PASSES = 3
+
+
 def _metadump(
-    client: Client, prefix: str, now: float, progress: Callable[[], None]
+    client: Client, prefix: str, now: float, progress: Callable[[], None], mode: bytes = b"hash"
 ) -> Iterator[str]:
-    """``lru_crawler metadump all``: the server's live keys starting with ``prefix``.
+    """``lru_crawler metadump hash|all``: the server's live keys starting with ``prefix``.
 
     memcached streams one ``key=<url-encoded> exp=<unix time or -1> ...`` line per item in
     its LRUs (``\\n``-terminated, then ``END\\r\\n``); items past their expiry time are skipped
@@ -63,8 +76,9 @@ def _metadump(
     """
     sock = _wire.connected(client)
     try:
-        sock.sendall(b"lru_crawler metadump all\r\n")
+        sock.sendall(b"lru_crawler metadump " + mode + b"\r\n")
         reader = _wire.Reader(sock)
+        first = True
         while True:
             line = reader.line(b"\n")
             if line in (b"END\r", b"END"):
@@ -74,7 +88,10 @@ def _metadump(
             if not line.startswith(b"key="):
                 if line.startswith(b"BUSY"):
                     raise CrawlerBusy(line.decode("ascii", "replace"))
+                if first and mode == b"hash" and line.startswith((b"CLIENT_ERROR", b"ERROR")):
+                    raise _NoHashDump(line.decode("ascii", "replace"))
                 raise _wire.fail(line.rstrip(b"\r"))
+            first = False
             progress()
             fields = dict(f.split(b"=", 1) for f in line.split() if b"=" in f)
             exp = fields.get(b"exp", b"-1")
@@ -106,13 +123,19 @@ def probe(backend: MemcachedBackend) -> list[tuple[str, str]]:
     return failures
 
 
-def _node_keys(backend: MemcachedBackend, server: tuple[str, int], prefix: str) -> Iterator[str]:
+def _node_keys(
+    backend: MemcachedBackend, server: tuple[str, int], prefix: str, mode: bytes = b"hash"
+) -> Iterator[str]:
     client, deadline = backend._node(server)
     try:
         for attempt in range(_BUSY_TRIES):
             deadline.start()
             try:
-                yield from _metadump(client, prefix, time.time(), deadline.start)
+                yield from _metadump(client, prefix, time.time(), deadline.start, mode)
+                return
+            except _NoHashDump:
+                client.close()
+                yield from _node_keys(backend, server, prefix, b"all")
                 return
             except CrawlerBusy as exc:
                 if attempt == _BUSY_TRIES - 1:
@@ -161,8 +184,13 @@ def clear(backend: MemcachedBackend, prefix: str | None) -> int:
         try:
             if prefix is None:
                 removed += _flush(backend, server)
-            else:
+                continue
+            # Until a walk finds nothing left (one walk of the hash table suffices; the LRU
+            # walk of old servers may miss items that move meanwhile, so it is repeated).
+            for _ in range(_LRU_PASSES):
                 keys = sorted(_node_keys(backend, server, prefix), key=_aux_last)
+                if not keys:
+                    break
                 client, deadline = backend._node(server)
                 try:
                     removed += _wire.delete_many(client, keys, deadline.start)

@@ -44,6 +44,15 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "expcache"
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first component of ``path`` that exists but is not a directory, if any: the
+    cache could never be created there (a check before any work, not an I/O error later)."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
 def _disk_full(exc: sqlite3.Error) -> bool:
     code: int | None = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     if code is not None:
@@ -102,13 +111,19 @@ class DiskBackend(Backend):
             raise ConfigError(
                 param="directory", value=directory, expected="a directory path or null"
             )
+        # Where the path comes from is what the message must name: the argument, or the
+        # environment variable behind the default.
+        param = "directory" if directory else (
+            "EXPCACHE_DIR" if os.environ.get("EXPCACHE_DIR") else "directory"
+        )
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
-        if self.directory.exists() and not self.directory.is_dir():
+        blocker = _file_in_the_way(self.directory)
+        if blocker is not None:
             raise ConfigError(
-                param="directory",
-                value=str(directory),
-                expected="a directory path or null",
-                hint="this path is an existing file",
+                param=param,
+                value=str(self.directory),
+                expected="a directory path (created on first use) or null",
+                hint=f"{blocker} is an existing file, not a directory",
             )
         self.size_limit: int = v.integer(
             "size_limit",

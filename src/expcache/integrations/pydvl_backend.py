@@ -54,6 +54,7 @@ from .. import _validate
 from ..backends.base import Backend
 from ..backends.disk import DiskBackend
 from ..errors import ConfigError
+from ..keys import key_prefix
 from ..memoize import Memoized
 from ..policy import RepetitionPolicy
 from ..stats import CacheStats
@@ -159,12 +160,14 @@ class ExpcacheCacheBackend(_CacheBackend):
         return _CachedPlainFunc(func, cache_backend=self, config=config)
 
     def clear(self) -> None:
-        """Empty the whole backend (like pyDVL's ``flush_all``) and reset ``stats``.
+        """Delete this adapter's entries -- every utility cached under its ``name`` in its
+        ``namespace`` -- and reset ``stats``, as ``Memoized.cache_clear`` does.
 
-        Raises ``BackendError`` when the backend is unreachable: a clear that silently did
-        nothing would leave stale entries behind.
+        pyDVL's own backends flush the whole server: on a shared memcached that deletes every
+        colleague's entries too. Raises ``BackendError`` when the backend is unreachable: a
+        clear that silently did nothing would leave stale entries behind.
         """
-        self.backend.clear()
+        self.backend.clear(key_prefix(self.options["namespace"], self.name))
         for memo in self.memoized:
             memo.stats.reset()
 
