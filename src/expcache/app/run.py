@@ -78,11 +78,13 @@ def run(cfg: DictConfig, *, output_dir: str | Path | None = None) -> dict[str, A
         summary = ctx.summary()
         total = summary["total"]
         log.info(
-            "expcache: %d calls, %d hits, %d misses, %d repeats, %d stored (%s); results in %s",
+            "expcache: %d calls, %d hits, %d misses, %d repeats, %d failed, %d stored (%s); "
+            "results in %s",
             total["calls"],
             total["hits"],
             total["misses"],
             total["repeats"],
+            total["failed"],
             total["sets"],
             summary["backend"].get("backend"),
             out,

@@ -15,6 +15,14 @@ identical utility rebuilt in another process or on another machine finds the sam
 The utility is evaluated on the *sorted* subset: pyDVL utilities are set functions, and a
 canonical order makes the stored value independent of which caller computed it first.
 
+Failed evaluations are never stored. pyDVL's ``catch_errors=True`` turns a failing
+``fit``/``score`` into the scorer's default *inside* the utility, where a cache above it can
+only see a score and would keep it for ever (a transient failure, a one-class subset). So the
+wrapper evaluates a copy of the utility with ``catch_errors=False`` and catches the failure
+itself: the method still gets the default score (what it gets without the cache), the
+memoizer counts the raise in ``failed`` and stores nothing, and the next run evaluates that
+subset again. The first error message of each process is kept for the run's report.
+
 ``CachedUtility`` is a ``UtilityBase``, so every pyDVL method accepts it: it is called with
 samples, rebinds to the method's data in ``with_dataset()``, is pickled into joblib workers
 and forwards attribute reads (``model``, ``scorer``, ...) to the wrapped utility. The
@@ -25,11 +33,19 @@ This module imports pyDVL; ``import expcache`` never imports it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
 import os
+import socket
+import struct
+import threading
+import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +61,15 @@ from ..ledger import Channel, RunLedger
 from ..memoize import Memoized
 from ..stats import CacheStats
 
-__all__ = ["CachedUtility", "Memoizer", "cached_utility", "utility_fingerprint"]
+__all__ = [
+    "CachedUtility",
+    "Memoizer",
+    "UtilityReport",
+    "cached_utility",
+    "forget_run",
+    "raising_copy",
+    "utility_fingerprint",
+]
 
 log = logging.getLogger("expcache")
 
@@ -156,6 +180,53 @@ class _Evaluate:
         return f"evaluate({self.utility})"
 
 
+class _Failed(Exception):
+    """A failed evaluation on its way through the memoizer (which counts it in ``failed`` and
+    stores nothing): telling the function's own failure apart from anything the cache layer
+    could raise (a key that cannot be encoded must never become a default score)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _EvaluateOrFail(_Evaluate):
+    """``_Evaluate`` whose failures arrive as ``_Failed`` (``CachedUtility``'s memoizer)."""
+
+    __slots__ = ()
+
+    def __call__(self, subset: np.ndarray[Any, Any], extra: tuple[Any, ...] | None = None) -> float:
+        try:
+            return super().__call__(subset, extra)
+        except Exception as exc:
+            raise _Failed(exc) from exc
+
+
+def raising_copy(utility: UtilityBase[Any]) -> UtilityBase[Any]:
+    """``utility`` with pyDVL's ``catch_errors`` off (a copy; the user's object is untouched).
+
+    A utility without the setting is returned as it is. pyDVL's ``ModelUtility`` rebuilds its
+    call wrapper on copy (``__setstate__``); it is rebuilt once more after the switch, so no
+    wrapper bound to the original object can keep catching.
+    """
+    if not getattr(utility, "catch_errors", False):
+        return utility
+    raising = copy.copy(utility)
+    raising.catch_errors = False  # type: ignore[attr-defined]
+    rebuild = getattr(raising, "_initialize_utility_wrapper", None)
+    if callable(rebuild):
+        rebuild()
+    return raising
+
+
+def _default_score(utility: UtilityBase[Any]) -> float:
+    """What pyDVL gives a failed evaluation: the scorer's default (the empty set's value)."""
+    default = getattr(getattr(utility, "scorer", None), "default", None)
+    if isinstance(default, (int, float)):
+        return float(default)
+    return float(utility(None))
+
+
 def _extra(sample: Sample) -> tuple[Any, ...] | None:
     """The fields of a ``Sample`` subclass beyond ``idx``/``subset``: they are part of the key."""
     if type(sample) is Sample:
@@ -177,12 +248,152 @@ def _canonical(subset: Any) -> np.ndarray[Any, Any]:
     return out
 
 
+# ------------------------------------------------------------------------- run report
+@dataclass(frozen=True)
+class UtilityReport:
+    """What the ledger's counters do not carry, summed over every process of the run.
+
+    ``call_seconds``: wall time spent inside cached evaluations (hits, misses and failures:
+    lookups, stores and computing), measured around each call; with the counters'
+    ``compute_seconds`` and ``saved_seconds`` it gives the time the cache saved or cost.
+    ``first_error``: the first failed evaluation's message (``Type: message``), if any.
+    ``complete``: every process that evaluated could be read.
+    """
+
+    call_seconds: float = 0.0
+    first_error: str | None = None
+    complete: bool = True
+
+
+_SIDECAR = struct.Struct("<8sd")
+_SIDECAR_MAGIC = b"XCUTIL01"
+_SIDECAR_SUFFIX = ".xcutil"
+_ERROR_SUFFIX = ".xcerror"
+_MAX_ERROR = 2000
+
+
+class _ProcessLog:
+    """This process's share of a run's report: time in calls, the first error.
+
+    In the process that owns the run it stays in memory; a worker process overwrites one
+    fixed-size record in the ledger's directory after every call (one ``pwrite``, like the
+    ledger's own snapshots: a SIGKILLed worker's last completed call is on record) and writes
+    its first error once. Where the directory does not exist (a worker on another host), the
+    first error is logged there and the report says it is incomplete.
+    """
+
+    def __init__(self, ledger: RunLedger) -> None:
+        self.pid = os.getpid()
+        self.is_owner = self.pid == ledger.owner_pid
+        self.directory = Path(ledger.directory)
+        self.name = f"{socket.gethostname()}-{self.pid}-{uuid.uuid4().hex[:8]}"
+        self.call_seconds = 0.0
+        self.first_error: str | None = None
+        self.fd: int | None = None
+        self.lost = False
+        self.lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self.lock:
+            self.call_seconds += seconds
+            total = self.call_seconds
+        if self.is_owner or self.lost:
+            return
+        try:
+            if self.fd is None:
+                self.fd = os.open(
+                    self.directory / f"{self.name}{_SIDECAR_SUFFIX}",
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                    0o600,
+                )
+            os.pwrite(self.fd, _SIDECAR.pack(_SIDECAR_MAGIC, total), 0)
+        except OSError:
+            self.lost = True  # the ledger's own channel reports the counters regardless
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def failed(self, exc: BaseException) -> bool:
+        """Record ``exc``; True if it is this process's first failure."""
+        text = f"{type(exc).__name__}: {exc}".strip()[:_MAX_ERROR]
+        with self.lock:
+            if self.first_error is not None:
+                return False
+            self.first_error = text
+        if not self.is_owner:
+            try:
+                path = self.directory / f"{self.name}{_ERROR_SUFFIX}"
+                path.write_text(text, encoding="utf-8")
+            except OSError:
+                self.lost = True
+        return True
+
+
+_LOGS: dict[tuple[str, int], _ProcessLog] = {}
+_LOGS_LOCK = threading.Lock()
+
+
+_MAX_LOGS = 8  # a long-lived worker serves many runs: older runs' records are complete
+
+
+def _process_log(ledger: RunLedger) -> _ProcessLog:
+    key = (ledger.run_id, os.getpid())
+    found = _LOGS.get(key)
+    if found is None:
+        with _LOGS_LOCK:
+            found = _LOGS.get(key)
+            if found is None:
+                for old in list(_LOGS)[: max(0, len(_LOGS) - _MAX_LOGS)]:
+                    _LOGS.pop(old).close()
+                found = _LOGS[key] = _ProcessLog(ledger)
+    return found
+
+
+def forget_run(ledger: RunLedger) -> None:
+    """Drop this process's report of ``ledger``'s run (the owner, once it has read it)."""
+    with _LOGS_LOCK:
+        found = _LOGS.pop((ledger.run_id, os.getpid()), None)
+    if found is not None:
+        found.close()
+
+
+def _read_report(ledger: RunLedger) -> UtilityReport:
+    """The owner's in-memory share plus every worker's record in the ledger directory."""
+    own = _LOGS.get((ledger.run_id, os.getpid()))
+    seconds = own.call_seconds if own is not None else 0.0
+    errors: list[tuple[float, str]] = []
+    if own is not None and own.first_error is not None:
+        errors.append((0.0, own.first_error))
+    complete = True
+    directory = Path(ledger.directory)
+    if directory.is_dir():
+        for path in sorted(directory.glob(f"*{_SIDECAR_SUFFIX}")):
+            data = path.read_bytes()
+            if len(data) != _SIDECAR.size or data[:8] != _SIDECAR_MAGIC:
+                complete = False
+                continue
+            seconds += _SIDECAR.unpack(data)[1]
+        for path in directory.glob(f"*{_ERROR_SUFFIX}"):
+            try:
+                errors.append((path.stat().st_mtime, path.read_text(encoding="utf-8")))
+            except OSError:
+                complete = False
+    errors.sort(key=lambda e: e[0])
+    return UtilityReport(seconds, errors[0][1] if errors else None, complete)
+
+
 # ------------------------------------------------------------------------- the wrapper
 class CachedUtility(UtilityBase[Sample]):
     """A pyDVL utility whose evaluations are memoized by content (see the module docstring).
 
     ``stats`` is the run's total over this process and every worker; ``ledger`` is the
     ``RunLedger`` shared by all copies made by ``with_dataset()`` and by pickling.
+
+    ``catch_errors``: a failing evaluation gets the utility's default score (pyDVL's
+    ``catch_errors=True`` behaviour, kept out of the cache) instead of raising; ``None``
+    follows the utility's own ``catch_errors`` setting (False when it has none).
     """
 
     def __init__(
@@ -192,6 +403,7 @@ class CachedUtility(UtilityBase[Sample]):
         *,
         ledger: RunLedger,
         signature: bytes | None = None,
+        catch_errors: bool | None = None,
     ) -> None:
         if isinstance(utility, CachedUtility):
             raise ConfigError("the utility is already cached: wrap the original utility once")
@@ -206,6 +418,10 @@ class CachedUtility(UtilityBase[Sample]):
                 utility,
             )
         self._inner = utility
+        self._evaluating: UtilityBase[Any] = utility
+        self.catch_errors = (
+            bool(getattr(utility, "catch_errors", False)) if catch_errors is None else catch_errors
+        )
         self._memoizer: Memoizer | None = memoizer
         self._user_signature = signature
         self.ledger = ledger
@@ -221,8 +437,11 @@ class CachedUtility(UtilityBase[Sample]):
                 "with_dataset() on a copy of a CachedUtility inside a worker process: bind "
                 "the data in the parent (pyDVL's fit() does) before the utility is shipped"
             )
-        signature = utility_fingerprint(self._inner, self._user_signature)
-        memo = self._memoizer(_Evaluate(self._inner), signature)
+        # What is stored is what the raising copy computes: its fingerprint (catch_errors off)
+        # never matches entries written by a utility that stored its failures as scores.
+        self._evaluating = raising_copy(self._inner)
+        signature = utility_fingerprint(self._evaluating, self._user_signature)
+        memo = self._memoizer(_EvaluateOrFail(self._evaluating), signature)
         if not isinstance(memo, Memoized):
             raise ConfigError(f"memoizer returned {memo!r}, expected an expcache Memoized")
         part = self.ledger.part()
@@ -258,9 +477,43 @@ class CachedUtility(UtilityBase[Sample]):
         part = self.__dict__.get("_part_cache")
         if part is None or part.pid != os.getpid():
             part = self._attach()
-        value = self._memo(_canonical(sample.subset), _extra(sample))  # type: ignore[misc]
+        subset, extra = _canonical(sample.subset), _extra(sample)
+        runlog = _process_log(self.ledger)
+        started = time.perf_counter()
+        try:
+            value = self._memo(subset, extra)  # type: ignore[misc]
+        except _Failed as failure:  # the function's own failure: counted, nothing stored
+            runlog.add(time.perf_counter() - started)
+            part.publish()
+            exc = failure.error
+            if not self.catch_errors:
+                raise exc from None
+            default = _default_score(self._inner)
+            if runlog.failed(exc):
+                log.warning(
+                    "expcache: an evaluation failed (%s: %s); it gets the default score %r, "
+                    "as without the cache, and is not cached (the next run evaluates it "
+                    "again); further failures are only counted",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                    default,
+                )
+            return default
+        runlog.add(time.perf_counter() - started)
         part.publish()
         return value
+
+    def evaluate_uncached(self, sample: Sample) -> float:
+        """One evaluation of ``sample`` with errors raised, outside the cache (not counted):
+        a setup check that the configuration can be evaluated at all."""
+        if self.training_data is None:
+            raise ConfigError("no training data bound yet: call with_dataset(data) first")
+        return float(self._evaluating(sample))
+
+    def report(self) -> UtilityReport:
+        """Time in calls and the first error, over this process and every worker (read it
+        before ``ledger.close()``, which removes the workers' records)."""
+        return _read_report(self.ledger)
 
     def _attach(self) -> Any:
         """First call in this process (a worker's unpickled copy, a forked child): use the
@@ -345,6 +598,7 @@ def cached_utility(
     stats_dir: str | None = None,
     stats_channel: Channel = "auto",
     run_id: str | None = None,
+    catch_errors: bool | None = None,
     **memoize_options: Any,
 ) -> CachedUtility:
     """Wrap a pyDVL utility so that every evaluation goes through expcache.
@@ -355,6 +609,8 @@ def cached_utility(
     context's ``wrap`` (then ``backend`` only serves the worker statistics). ``signature``
     stands in for the utility's own description when expcache cannot encode the model or
     scorer. ``stats_dir``/``stats_channel``/``run_id`` configure the ``RunLedger``.
+    ``catch_errors`` (None: the utility's own setting) turns a failed evaluation into the
+    utility's default score, never stored (see the module docstring).
     """
     if memoizer is not None and memoize_options:
         raise ConfigError(
@@ -366,4 +622,6 @@ def cached_utility(
     if memoizer is None:
         memoizer = _default_memoizer(backend, name, dict(memoize_options))
     ledger = RunLedger(backend, directory=stats_dir, channel=stats_channel, run_id=run_id)
-    return CachedUtility(utility, memoizer, ledger=ledger, signature=signature)
+    return CachedUtility(
+        utility, memoizer, ledger=ledger, signature=signature, catch_errors=catch_errors
+    )

@@ -11,6 +11,14 @@ is the work: load, build, wrap the utility in the run's cache, fit, report.
 The errors it raises are about its own parameters (``model.C`` is the task's ``model`` node);
 the plan maps them to where the user sets them (the root ``model.C``).
 
+Failed evaluations (a fit or score raising) are never cached (see
+``expcache.integrations.pydvl``): they get the scorer's default score, as pyDVL gives them,
+are counted in ``failed``, and the run fails when all of them or more than
+``max_failed_fraction`` of the utility calls failed -- values built mostly from default
+scores mean nothing. What can be checked before any evaluation is checked at setup: one
+uncached evaluation on the whole training set (``check_model``), and when it fails the model
+parameter responsible is found by resetting the node's parameters one at a time.
+
 Everything heavy (pyDVL ~1.3 s, scikit-learn, matplotlib) is imported when the task is
 checked or run, not when the schemas are registered.
 """
@@ -18,7 +26,10 @@ checked or run, not when the schemas are registered.
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -26,15 +37,24 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import numpy as np
+
 from .... import _validate
-from ....errors import ConfigError
+from ....errors import ConfigError, ExpcacheError
 from ....ledger import Channel, check_channel
 from ....memoize import Memoized
 from ....stats import CacheStats
 from ... import nodes
 from . import builders, methods
 
-__all__ = ["DEFAULT_UTILITY", "CacheContextLike", "ValuationTask"]
+__all__ = [
+    "DEFAULT_UTILITY",
+    "RESULT_KEYS",
+    "CacheContextLike",
+    "EvaluationsFailed",
+    "ValuationTask",
+    "check_objective",
+]
 
 log = logging.getLogger("expcache")
 
@@ -44,6 +64,47 @@ DEFAULT_UTILITY: Mapping[str, Any] = MappingProxyType(
 # What the task offers a utility builder, by parameter name (a user's builder may want the
 # data but not the model, or only the scorer).
 UTILITY_ARGUMENTS = ("model", "scorer", "data")
+# The top-level keys of the task's result (what ``objective`` can point into).
+RESULT_KEYS = (
+    "task",
+    "method",
+    "data",
+    "model",
+    "scorer",
+    "seed",
+    "n_points",
+    "n_test",
+    "n_jobs",
+    "seconds",
+    "values",
+    "cache",
+    "files",
+)
+_OBJECTIVE = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+
+
+class EvaluationsFailed(ExpcacheError):
+    """Too many utility evaluations failed for the values to mean anything."""
+
+
+def check_objective(value: Any, keys: tuple[str, ...] | None = None) -> str | None:
+    """``objective``: a dotted path into the task's result (``values.top.0.value``), or null."""
+    if value is None:
+        return None
+    text = _validate.text(
+        "objective",
+        value,
+        pattern=_OBJECTIVE.pattern,
+        describe="a dotted path into the result, e.g. values.mean or values.top.0.value",
+    )
+    head = text.split(".", 1)[0]
+    if keys is not None and head not in keys:
+        raise ConfigError(
+            param="objective",
+            value=value,
+            expected=f"a dotted path starting with one of: {', '.join(keys)}",
+        )
+    return str(text)
 
 
 class CacheContextLike(Protocol):
@@ -101,6 +162,17 @@ class ValuationTask:
     names); ``name`` is the memoized utility's name in ``cache_stats.json``; ``top_k`` points
     are listed at each end of the summary; ``progress`` null shows the bar only on a
     terminal; ``stats_channel`` is how workers report their counters (see ``expcache.ledger``).
+
+    ``max_failed_fraction``: the run fails when more than this fraction of the utility calls
+    failed (and always when all did). 0.5 by default: a one-class subset cannot be fitted by
+    most classifiers, so permutation methods always see some failures (4% of the default
+    job's calls), and small data with many classes more (the first points of every
+    permutation), but once half the calls score the default, the values mostly measure the
+    default score. ``check_model``: evaluate the utility once on the whole training set
+    (uncached) before any work, so a model that cannot be fitted fails at once, naming the
+    parameter responsible. ``objective``: a dotted path into the result returned as a float
+    to Hydra (for sweepers such as optuna), e.g. ``values.mean`` or ``values.top.0.value``.
+    ``verbose``: pyDVL's INFO logs and the worker count in the summary.
     """
 
     def __init__(
@@ -117,12 +189,22 @@ class ValuationTask:
         plot: bool = True,
         progress: bool | None = None,
         stats_channel: Channel = "auto",
+        max_failed_fraction: float = 0.5,
+        check_model: bool = True,
+        objective: str | None = None,
+        verbose: bool = False,
     ) -> None:
         self.name = _validate.text("name", name, pattern=r"\S+", describe="a non-empty name")
         self.top_k = _validate.integer("top_k", top_k, ge=1)
         self.plot = _validate.boolean("plot", plot)
         self.progress = None if progress is None else _validate.boolean("progress", progress)
         self.stats_channel = check_channel(stats_channel)
+        self.max_failed_fraction = _validate.number(
+            "max_failed_fraction", max_failed_fraction, ge=0, le=1
+        )
+        self.check_model = _validate.boolean("check_model", check_model)
+        self.objective = check_objective(objective, RESULT_KEYS)
+        self.verbose = _validate.boolean("verbose", verbose)
         self.groups = {
             "data": dict(data) if isinstance(data, Mapping) else data,
             "model": dict(model) if isinstance(model, Mapping) else model,
@@ -171,12 +253,14 @@ class ValuationTask:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         with _quiet():
-            from ....integrations.pydvl import cached_utility
+            from ....integrations.pydvl import cached_utility, forget_run
             from . import report
 
         data, model, scorer, utility = self.setup()
         model = getattr(utility, "model", model)  # a user's utility may bring its own
         scorer = getattr(utility, "scorer", scorer)
+        if self.check_model:
+            self._check_fit(utility, data)
 
         def memoizer(fn: Callable[..., float], signature: bytes) -> Memoized[..., float]:
             return ctx.wrap(fn, name=self.name, signature=signature)
@@ -186,7 +270,11 @@ class ValuationTask:
         )
         try:
             method = methods.make_method(
-                self.groups["method"], cached, seed=seed, progress=self.progress
+                self.groups["method"],
+                cached,
+                seed=seed,
+                progress=self.progress,
+                n_points=len(data.train),
             )
             algorithm = str(getattr(method, "algorithm_name", type(method).__name__))
             repeated = getattr(getattr(ctx, "policy", None), "repeat", None) is not None
@@ -199,7 +287,7 @@ class ValuationTask:
                 )
             setup = time.perf_counter() - started
             fit_started = time.perf_counter()
-            with self.parallel.context():
+            with self.parallel.context(), _pydvl_logs(self.verbose):
                 method.fit(data.train)
             fit_seconds = time.perf_counter() - fit_started
             # pyDVL binds a copy of the utility to the training data (with_dataset): the data
@@ -208,11 +296,18 @@ class ValuationTask:
             signature = getattr(bound, "signature", None) or cached.signature
             worker_total, workers, complete = cached.ledger.worker_stats()
             stats = cached.ledger.local_stats() + worker_total
+            run_report = cached.report()
         finally:
             cached.ledger.close()
+            forget_run(cached.ledger)
         # The context already counts the memoizer it built for this process (ctx.wrap): add
         # only what the workers did, or the parent's share would be counted twice.
         ctx.add_stats(self.name, worker_total)
+        add_seconds = getattr(ctx, "add_call_seconds", None)
+        if callable(add_seconds):
+            add_seconds(self.name, run_report.call_seconds)
+        saving = report.Saving.of(stats, run_report.call_seconds)
+        self._check_failures(stats, run_report.first_error)
 
         result = method.result
         labels = data.train.data().y
@@ -227,10 +322,19 @@ class ValuationTask:
         seconds = {"setup": setup, "fit": fit_seconds, "total": time.perf_counter() - started}
         print(
             report.format_summary(
-                table, stats, title=title, top_k=self.top_k, seconds=seconds, workers=workers
+                table,
+                stats,
+                title=title,
+                top_k=self.top_k,
+                seconds=seconds,
+                workers=workers,
+                saving=saving,
+                first_error=run_report.first_error,
+                verbose=self.verbose,
             ),
             flush=True,
         )
+        calls = stats.calls
         return {
             "task": "valuation",
             "method": algorithm,
@@ -245,12 +349,116 @@ class ValuationTask:
             "values": table.summary(self.top_k),
             "cache": {
                 **stats.as_dict(),
+                "hit_rate": stats.hits / calls if calls else 0.0,
+                "call_seconds": run_report.call_seconds,
+                "time_saved": saving.as_dict(),
+                "first_error": run_report.first_error,
                 "worker_processes": workers,
-                "complete": complete,
+                "complete": complete and run_report.complete,
                 "signature": signature.hex() if isinstance(signature, bytes) else None,
             },
             "files": files,
         }
+
+    # -- checks -----------------------------------------------------------------------------
+    def _check_fit(self, utility: Any, data: builders.ValuationData) -> None:
+        """One uncached evaluation on the whole training set, errors raised: a model that
+        cannot be fitted at all fails now, before any evaluation, naming its parameter."""
+        from pydvl.valuation.types import Sample
+
+        from ....integrations.pydvl import raising_copy
+
+        if getattr(utility, "training_data", None) is None and callable(
+            getattr(utility, "with_dataset", None)
+        ):
+            utility = utility.with_dataset(data.train, copy=True)
+        probe = raising_copy(utility)
+        sample = Sample(None, np.arange(len(data.train)))
+        try:
+            with _quiet(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                probe(sample)
+        except Exception as exc:
+            raise self._fit_error(probe, sample, exc, data) from None
+
+    def _fit_error(
+        self, probe: Any, sample: Any, exc: Exception, data: builders.ValuationData
+    ) -> ConfigError:
+        """A ``ConfigError`` naming the model parameter whose default makes the fit work (each
+        parameter of the model node reset in turn), else the model node itself."""
+        model = getattr(probe, "model", None)
+        what = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        where = f"{len(data.train)} training points of {data.name}"
+        node = self.groups["model"] if isinstance(self.groups["model"], Mapping) else {}
+        keys = [k for k in node if not str(k).startswith("_")]
+        defaults: dict[str, Any] = {}
+        with contextlib.suppress(TypeError, ValueError):
+            for name, param in inspect.signature(type(model)).parameters.items():
+                if param.default is not inspect.Parameter.empty:
+                    defaults[name] = param.default
+        set_params = getattr(model, "set_params", None)
+        for key in keys if callable(set_params) else ():
+            if key not in defaults or defaults[key] == node[key]:
+                continue
+            trial = copy.copy(probe)
+            try:
+                trial.model = _clone(model).set_params(**{key: defaults[key]})
+                with _quiet(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    trial(sample)
+            except Exception:
+                continue
+            return ConfigError(
+                param=f"model.{key}",
+                value=node[key],
+                expected=f"a value with which {type(model).__name__} can be fitted on the "
+                f"{where} (it can with the default, {key}={defaults[key]!r})",
+                hint=f"fitting on the whole training set failed: {what}",
+            )
+        return ConfigError(
+            param="model",
+            value=type(model).__name__ if model is not None else None,
+            expected=f"a model that can be fitted and scored on the {where}",
+            hint=f"fitting on the whole training set failed: {what} (set task.check_model="
+            "false to skip this check)",
+        )
+
+    def _check_failures(self, stats: CacheStats, first_error: str | None) -> None:
+        calls, failed = stats.calls, stats.failed
+        if not failed:
+            return
+        cause = f"; the first error: {first_error.rstrip('. ')}" if first_error else ""
+        if failed >= calls:
+            raise EvaluationsFailed(
+                f"every one of the {calls} utility evaluations failed, so every value would "
+                f"be the scorer's default score{cause}. Nothing failed was cached."
+            )
+        if failed > self.max_failed_fraction * calls:
+            raise EvaluationsFailed(
+                f"{failed} of {calls} utility calls ({100.0 * failed / calls:.1f}%) failed, "
+                f"more than task.max_failed_fraction={self.max_failed_fraction}{cause}. "
+                "Nothing failed was cached; raise task.max_failed_fraction to accept this."
+            )
+
+
+def _clone(model: Any) -> Any:
+    from sklearn.base import clone
+
+    return clone(model)
+
+
+@contextlib.contextmanager
+def _pydvl_logs(verbose: bool) -> Iterator[None]:
+    """pyDVL logs progress at INFO ("Computing total utility ..."), which Hydra's logging
+    shows: silenced to WARNING unless asked for."""
+    logger = logging.getLogger("pydvl")
+    previous = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _dry(node: Mapping[str, Any]) -> Any:
