@@ -57,6 +57,9 @@ def test_a_second_run_evaluates_exactly_the_failed_subsets(tmp_path: Path) -> No
     assert cold_stats["sets"] == cold_stats["misses"]  # every success stored, no failure
     assert "failed: given the default score, not cached" in cold_proc.stdout
     assert "first error: ValueError" in cold_proc.stdout
+    # pyDVL's INFO chatter and the empty worker line stay off by default
+    assert "Computing total utility" not in cold_proc.stdout + cold_proc.stderr
+    assert "worker process" not in cold_proc.stdout
 
     log.unlink()
     warm_proc, warm = _run(tmp_path, "warm", LOGGED, f"model.log={log}")
@@ -73,8 +76,11 @@ def test_a_second_run_evaluates_exactly_the_failed_subsets(tmp_path: Path) -> No
     assert (warm / "values.csv").read_bytes() == (cold / "values.csv").read_bytes()
 
     # A tolerance below the failure rate fails the run, naming the option and the cause.
-    strict_proc, strict = _run(tmp_path, "strict", "task.max_failed_fraction=0")
+    strict_proc, strict = _run(
+        tmp_path, "strict", "task.max_failed_fraction=0", "task.verbose=true"
+    )
     assert strict_proc.returncode != 0
+    assert "Computing total utility" in strict_proc.stdout + strict_proc.stderr  # asked for
     text = error_text(strict_proc.stderr)
     assert "task.max_failed_fraction=0" in text and "only one class" in text
     assert "Traceback" not in strict_proc.stderr

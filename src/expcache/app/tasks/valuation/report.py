@@ -203,9 +203,8 @@ class Saving:
                 f"cached calls instead of ~{_seconds(self.uncached_seconds)} uncached"
             )
         return (
-            f"no time saved: {_seconds(self.cached_seconds)} in cached calls, "
-            f"{_seconds(-self.seconds)} more than computing them (~"
-            f"{_seconds(self.uncached_seconds)}); this utility is cheaper than a lookup"
+            f"no time saved: cached calls took {_seconds(self.cached_seconds)}, "
+            f"{_seconds(-self.seconds)} more than ~{_seconds(self.uncached_seconds)} uncached"
         )
 
 
@@ -248,10 +247,9 @@ def format_summary(
         f"{stats.repeats} repeats, {stats.failed} failed; {stats.evaluations} evaluations, "
         f"{stats.sets} stored",
     ]
-    timing = f"          {_seconds(stats.compute_seconds)} computing"
+    lines.append(f"          {_seconds(stats.compute_seconds)} computing")
     if saving is not None:
-        timing += f"; {saving.describe(stats.hits)}"
-    lines.append(timing)
+        lines.append(f"          {saving.describe(stats.hits)}")
     if stats.failed:
         lines.append(
             f"          {stats.failed} failed: given the default score, not cached (the next "
