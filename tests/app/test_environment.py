@@ -107,32 +107,29 @@ def test_replay_reruns_a_job_and_compares_its_results(tmp_path: Path) -> None:
     args = ("data=iris", "data.train_size=12", "method=loo", "task.plot=false")
     first = expcache(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    again = tmp_path / "again"
-    proc = expcache("--replay", str(run_dir), f"hydra.run.dir={again}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"replay of {run_dir}: results identical" in proc.stdout
-    assert "config differs" not in proc.stdout
-    assert (again / "values.csv").read_bytes() == (run_dir / "values.csv").read_bytes()
-    replayed = read(again / "cache_stats.json")
-    assert replayed["total"]["misses"] == 0  # answered from the cache it recorded
-
-    # A replay without the cache recomputes every value: still identical (deterministic).
+    # Replayed without the cache, every value is recomputed: still identical (deterministic),
+    # and the replay says where the config differs from the recorded one (cache=none).
     fresh = tmp_path / "fresh"
     proc = expcache("--replay", str(run_dir), "cache=none", f"hydra.run.dir={fresh}",
                     cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "results identical" in proc.stdout
-    assert "config differs" in proc.stdout  # cache=none: said, not hidden
+    assert f"replay of {run_dir}: results identical ({fresh})" in proc.stdout
+    assert "config differs from the recorded one" in proc.stdout and "cache." in proc.stdout
+    assert (fresh / "values.csv").read_bytes() == (run_dir / "values.csv").read_bytes()
     assert read(fresh / "cache_stats.json")["total"]["hits"] == 0
+    assert read(fresh / "environment.json")["cache"]["backend"] == "none"
 
     # A recorded result that does not match is reported, with the key, and exits 1.
     results = read(run_dir / "results.json")
     results["values"]["mean"] += 1.0
     (run_dir / "results.json").write_text(json.dumps(results))
-    proc = expcache("--replay", str(run_dir), f"hydra.run.dir={tmp_path / 'third'}",
-                    cwd=tmp_path)
+    third = tmp_path / "third"
+    proc = expcache("--replay", str(run_dir), f"hydra.run.dir={third}", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "results DIFFER" in proc.stdout and "values.mean" in proc.stdout
+    assert "results DIFFER" in proc.stdout and "results.json: values.mean" in proc.stdout
+    assert "values.csv" not in proc.stdout  # the values themselves still agree
+    assert "config differs" not in proc.stdout  # same overrides, same config
+    assert read(third / "cache_stats.json")["total"]["misses"] == 0  # from the cache
 
     missing = expcache("--replay", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "overrides.yaml" in missing.stderr
