@@ -38,14 +38,8 @@ import dataclasses
 import functools
 import logging
 import os
-import socket
-import struct
-import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,11 +49,12 @@ from pydvl.valuation.utility.base import UtilityBase
 
 from ..backends.base import Backend
 from ..backends.disk import DiskBackend
-from ..errors import ConfigError, KeyEncodingError
-from ..keys import fingerprint
+from ..errors import ConfigError
 from ..ledger import Channel, RunLedger
 from ..memoize import Memoized
 from ..stats import CacheStats
+from .fingerprint import utility_fingerprint
+from .runlog import UtilityReport, forget_run, process_log, read_report
 
 __all__ = [
     "CachedUtility",
@@ -76,77 +71,7 @@ log = logging.getLogger("expcache")
 # Builds the memoizer of one (utility, dataset): ``memoizer(fn, signature) -> Memoized``.
 Memoizer = Callable[[Callable[..., float], bytes], Memoized[..., float]]
 
-# Attributes that do not change what a utility computes: warnings, pyDVL's own cache, the
-# wrapper it builds from them, and the training data (fingerprinted separately).
-_UTILITY_SKIP = frozenset(
-    {"show_warnings", "cache", "cached_func_options", "_utility_wrapper", "_training_data"}
-)
-# Labels of a dataset or scorer: renaming a column or a scorer must not invalidate values.
-_DATASET_SKIP = frozenset(
-    {"feature_names", "target_names", "description", "_data_names", "_group_names"}
-)
-_SCORER_SKIP = frozenset({"name"})
-_MAX_DEPTH = 8
 _SAMPLE_CORE = ("idx", "subset")
-
-
-# ------------------------------------------------------------------------- fingerprints
-def _qualname(obj: Any) -> str:
-    t = obj if isinstance(obj, type) else type(obj)
-    return f"{t.__module__}.{t.__qualname__}"
-
-
-def _describe(obj: Any, where: str, depth: int, skip: frozenset[str] = frozenset()) -> Any:
-    """A canonically encodable stand-in for ``obj``: its fingerprint if expcache can encode
-    it, else its class and (recursively) its attributes. Runs once per ``with_dataset()``."""
-    if isinstance(obj, Dataset):
-        skip = _DATASET_SKIP
-    elif isinstance(obj, np.random.RandomState):
-        return ("RandomState", obj.get_state(legacy=False))
-    elif isinstance(obj, np.random.Generator):
-        return ("Generator", obj.bit_generator.state)
-    else:
-        try:
-            return fingerprint(obj, name=where)
-        except KeyEncodingError:
-            pass
-    state = getattr(obj, "__dict__", None)
-    if state is None or depth >= _MAX_DEPTH:
-        raise KeyEncodingError(
-            f"cannot fingerprint the utility: {_qualname(obj)} at {where} has no canonical "
-            f"encoding; give its class a __cache_key__() method, or pass signature=<bytes> "
-            f"(the identity of model and scorer; the data is still fingerprinted)"
-        )
-    return (
-        _qualname(obj),
-        tuple(
-            (k, _describe(v, f"{where}.{k}", depth + 1))
-            for k, v in sorted(state.items())
-            if k not in skip
-        ),
-    )
-
-
-def utility_fingerprint(utility: UtilityBase[Any], signature: bytes | None = None) -> bytes:
-    """16-byte content fingerprint of ``utility`` together with its training data.
-
-    ``signature`` replaces the description of the utility itself (model, scorer, settings)
-    for objects expcache cannot encode; the training data is fingerprinted either way.
-    """
-    data = utility.training_data
-    if data is None:
-        raise ConfigError(
-            f"{_qualname(utility)} has no training data: pass a utility that went through "
-            f"with_dataset(data), or let the valuation method's fit(data) bind it"
-        )
-    if signature is not None:
-        if not isinstance(signature, bytes):
-            raise ConfigError(f"signature={signature!r}: must be bytes")
-        what: Any = ("signature", signature)
-    else:
-        what = _describe(utility, "utility", 0, _UTILITY_SKIP)
-    train = _describe(data, "utility.training_data", 0)
-    return fingerprint(("expcache.pydvl/1", what, train), name="utility")
 
 
 # ------------------------------------------------------------------------- evaluation
@@ -248,142 +173,6 @@ def _canonical(subset: Any) -> np.ndarray[Any, Any]:
     return out
 
 
-# ------------------------------------------------------------------------- run report
-@dataclass(frozen=True)
-class UtilityReport:
-    """What the ledger's counters do not carry, summed over every process of the run.
-
-    ``call_seconds``: wall time spent inside cached evaluations (hits, misses and failures:
-    lookups, stores and computing), measured around each call; with the counters'
-    ``compute_seconds`` and ``saved_seconds`` it gives the time the cache saved or cost.
-    ``first_error``: the first failed evaluation's message (``Type: message``), if any.
-    ``complete``: every process that evaluated could be read.
-    """
-
-    call_seconds: float = 0.0
-    first_error: str | None = None
-    complete: bool = True
-
-
-_SIDECAR = struct.Struct("<8sd")
-_SIDECAR_MAGIC = b"XCUTIL01"
-_SIDECAR_SUFFIX = ".xcutil"
-_ERROR_SUFFIX = ".xcerror"
-_MAX_ERROR = 2000
-
-
-class _ProcessLog:
-    """This process's share of a run's report: time in calls, the first error.
-
-    In the process that owns the run it stays in memory; a worker process overwrites one
-    fixed-size record in the ledger's directory after every call (one ``pwrite``, like the
-    ledger's own snapshots: a SIGKILLed worker's last completed call is on record) and writes
-    its first error once. Where the directory does not exist (a worker on another host), the
-    first error is logged there and the report says it is incomplete.
-    """
-
-    def __init__(self, ledger: RunLedger) -> None:
-        self.pid = os.getpid()
-        self.is_owner = self.pid == ledger.owner_pid
-        self.directory = Path(ledger.directory)
-        self.name = f"{socket.gethostname()}-{self.pid}-{uuid.uuid4().hex[:8]}"
-        self.call_seconds = 0.0
-        self.first_error: str | None = None
-        self.fd: int | None = None
-        self.lost = False
-        self.lock = threading.Lock()
-
-    def add(self, seconds: float) -> None:
-        with self.lock:
-            self.call_seconds += seconds
-            total = self.call_seconds
-        if self.is_owner or self.lost:
-            return
-        try:
-            if self.fd is None:
-                self.fd = os.open(
-                    self.directory / f"{self.name}{_SIDECAR_SUFFIX}",
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                    0o600,
-                )
-            os.pwrite(self.fd, _SIDECAR.pack(_SIDECAR_MAGIC, total), 0)
-        except OSError:
-            self.lost = True  # the ledger's own channel reports the counters regardless
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def failed(self, exc: BaseException) -> bool:
-        """Record ``exc``; True if it is this process's first failure."""
-        text = f"{type(exc).__name__}: {exc}".strip()[:_MAX_ERROR]
-        with self.lock:
-            if self.first_error is not None:
-                return False
-            self.first_error = text
-        if not self.is_owner:
-            try:
-                path = self.directory / f"{self.name}{_ERROR_SUFFIX}"
-                path.write_text(text, encoding="utf-8")
-            except OSError:
-                self.lost = True
-        return True
-
-
-_LOGS: dict[tuple[str, int], _ProcessLog] = {}
-_LOGS_LOCK = threading.Lock()
-
-
-_MAX_LOGS = 8  # a long-lived worker serves many runs: older runs' records are complete
-
-
-def _process_log(ledger: RunLedger) -> _ProcessLog:
-    key = (ledger.run_id, os.getpid())
-    found = _LOGS.get(key)
-    if found is None:
-        with _LOGS_LOCK:
-            found = _LOGS.get(key)
-            if found is None:
-                for old in list(_LOGS)[: max(0, len(_LOGS) - _MAX_LOGS)]:
-                    _LOGS.pop(old).close()
-                found = _LOGS[key] = _ProcessLog(ledger)
-    return found
-
-
-def forget_run(ledger: RunLedger) -> None:
-    """Drop this process's report of ``ledger``'s run (the owner, once it has read it)."""
-    with _LOGS_LOCK:
-        found = _LOGS.pop((ledger.run_id, os.getpid()), None)
-    if found is not None:
-        found.close()
-
-
-def _read_report(ledger: RunLedger) -> UtilityReport:
-    """The owner's in-memory share plus every worker's record in the ledger directory."""
-    own = _LOGS.get((ledger.run_id, os.getpid()))
-    seconds = own.call_seconds if own is not None else 0.0
-    errors: list[tuple[float, str]] = []
-    if own is not None and own.first_error is not None:
-        errors.append((0.0, own.first_error))
-    complete = True
-    directory = Path(ledger.directory)
-    if directory.is_dir():
-        for path in sorted(directory.glob(f"*{_SIDECAR_SUFFIX}")):
-            data = path.read_bytes()
-            if len(data) != _SIDECAR.size or data[:8] != _SIDECAR_MAGIC:
-                complete = False
-                continue
-            seconds += _SIDECAR.unpack(data)[1]
-        for path in directory.glob(f"*{_ERROR_SUFFIX}"):
-            try:
-                errors.append((path.stat().st_mtime, path.read_text(encoding="utf-8")))
-            except OSError:
-                complete = False
-    errors.sort(key=lambda e: e[0])
-    return UtilityReport(seconds, errors[0][1] if errors else None, complete)
-
-
 # ------------------------------------------------------------------------- the wrapper
 class CachedUtility(UtilityBase[Sample]):
     """A pyDVL utility whose evaluations are memoized by content (see the module docstring).
@@ -478,7 +267,7 @@ class CachedUtility(UtilityBase[Sample]):
         if part is None or part.pid != os.getpid():
             part = self._attach()
         subset, extra = _canonical(sample.subset), _extra(sample)
-        runlog = _process_log(self.ledger)
+        runlog = process_log(self.ledger)
         started = time.perf_counter()
         try:
             value = self._memo(subset, extra)  # type: ignore[misc]
@@ -513,7 +302,7 @@ class CachedUtility(UtilityBase[Sample]):
     def report(self) -> UtilityReport:
         """Time in calls and the first error, over this process and every worker (read it
         before ``ledger.close()``, which removes the workers' records)."""
-        return _read_report(self.ledger)
+        return read_report(self.ledger)
 
     def _attach(self) -> Any:
         """First call in this process (a worker's unpickled copy, a forked child): use the

@@ -26,10 +26,7 @@ checked or run, not when the schemas are registered.
 from __future__ import annotations
 
 import contextlib
-import copy
-import inspect
 import logging
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -37,15 +34,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-import numpy as np
-
 from .... import _validate
-from ....errors import ConfigError, ExpcacheError
+from ....errors import ConfigError
 from ....ledger import Channel, check_channel
 from ....memoize import Memoized
 from ....stats import CacheStats
 from ... import nodes
-from . import builders, methods
+from . import builders, checks, methods
+from .checks import RESULT_KEYS, EvaluationsFailed, check_objective
 
 __all__ = [
     "DEFAULT_UTILITY",
@@ -64,49 +60,6 @@ DEFAULT_UTILITY: Mapping[str, Any] = MappingProxyType(
 # What the task offers a utility builder, by parameter name (a user's builder may want the
 # data but not the model, or only the scorer).
 UTILITY_ARGUMENTS = ("model", "scorer", "data")
-# The top-level keys of the task's result (what ``objective`` can point into).
-RESULT_KEYS = (
-    "task",
-    "method",
-    "data",
-    "model",
-    "scorer",
-    "seed",
-    "n_points",
-    "n_test",
-    "n_jobs",
-    "seconds",
-    "values",
-    "cache",
-    "files",
-)
-_OBJECTIVE = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
-
-
-class EvaluationsFailed(ExpcacheError):
-    """Too many utility evaluations failed for the values to mean anything."""
-
-
-def check_objective(value: Any, keys: tuple[str, ...] | None = None) -> str | None:
-    """``objective``: a dotted path into the task's result (``values.top.0.value``), or null."""
-    if value is None:
-        return None
-    text = _validate.text(
-        "objective",
-        value,
-        pattern=_OBJECTIVE.pattern,
-        describe="a dotted path into the result, e.g. values.mean or values.top.0.value",
-    )
-    head = text.split(".", 1)[0]
-    if keys is not None and head not in keys:
-        raise ConfigError(
-            param="objective",
-            value=value,
-            expected=f"a dotted path starting with one of: {', '.join(keys)}",
-        )
-    return str(text)
-
-
 class CacheContextLike(Protocol):
     """What the task needs from the run's cache context."""
 
@@ -260,7 +213,7 @@ class ValuationTask:
         model = getattr(utility, "model", model)  # a user's utility may bring its own
         scorer = getattr(utility, "scorer", scorer)
         if self.check_model:
-            self._check_fit(utility, data)
+            checks.check_fit(utility, data, self.groups["model"])
 
         def memoizer(fn: Callable[..., float], signature: bytes) -> Memoized[..., float]:
             return ctx.wrap(fn, name=self.name, signature=signature)
@@ -307,7 +260,7 @@ class ValuationTask:
         if callable(add_seconds):
             add_seconds(self.name, run_report.call_seconds)
         saving = report.Saving.of(stats, run_report.call_seconds)
-        self._check_failures(stats, run_report.first_error)
+        checks.check_failures(stats, run_report.first_error, self.max_failed_fraction)
 
         result = method.result
         labels = data.train.data().y
@@ -359,93 +312,6 @@ class ValuationTask:
             },
             "files": files,
         }
-
-    # -- checks -----------------------------------------------------------------------------
-    def _check_fit(self, utility: Any, data: builders.ValuationData) -> None:
-        """One uncached evaluation on the whole training set, errors raised: a model that
-        cannot be fitted at all fails now, before any evaluation, naming its parameter."""
-        from pydvl.valuation.types import Sample
-
-        from ....integrations.pydvl import raising_copy
-
-        if getattr(utility, "training_data", None) is None and callable(
-            getattr(utility, "with_dataset", None)
-        ):
-            utility = utility.with_dataset(data.train, copy=True)
-        probe = raising_copy(utility)
-        sample = Sample(None, np.arange(len(data.train)))
-        try:
-            with _quiet(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                probe(sample)
-        except Exception as exc:
-            raise self._fit_error(probe, sample, exc, data) from None
-
-    def _fit_error(
-        self, probe: Any, sample: Any, exc: Exception, data: builders.ValuationData
-    ) -> ConfigError:
-        """A ``ConfigError`` naming the model parameter whose default makes the fit work (each
-        parameter of the model node reset in turn), else the model node itself."""
-        model = getattr(probe, "model", None)
-        what = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        where = f"{len(data.train)} training points of {data.name}"
-        node = self.groups["model"] if isinstance(self.groups["model"], Mapping) else {}
-        keys = [k for k in node if not str(k).startswith("_")]
-        defaults: dict[str, Any] = {}
-        with contextlib.suppress(TypeError, ValueError):
-            for name, param in inspect.signature(type(model)).parameters.items():
-                if param.default is not inspect.Parameter.empty:
-                    defaults[name] = param.default
-        set_params = getattr(model, "set_params", None)
-        for key in keys if callable(set_params) else ():
-            if key not in defaults or defaults[key] == node[key]:
-                continue
-            trial = copy.copy(probe)
-            try:
-                trial.model = _clone(model).set_params(**{key: defaults[key]})
-                with _quiet(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    trial(sample)
-            except Exception:
-                continue
-            return ConfigError(
-                param=f"model.{key}",
-                value=node[key],
-                expected=f"a value with which {type(model).__name__} can be fitted on the "
-                f"{where} (it can with the default, {key}={defaults[key]!r})",
-                hint=f"fitting on the whole training set failed: {what}",
-            )
-        return ConfigError(
-            param="model",
-            value=type(model).__name__ if model is not None else None,
-            expected=f"a model that can be fitted and scored on the {where}",
-            hint=f"fitting on the whole training set failed: {what} (set task.check_model="
-            "false to skip this check)",
-        )
-
-    def _check_failures(self, stats: CacheStats, first_error: str | None) -> None:
-        calls, failed = stats.calls, stats.failed
-        if not failed:
-            return
-        cause = f"; the first error: {first_error.rstrip('. ')}" if first_error else ""
-        if failed >= calls:
-            raise EvaluationsFailed(
-                f"every one of the {calls} utility evaluations failed, so every value would "
-                f"be the scorer's default score{cause}. Nothing failed was cached."
-            )
-        if failed > self.max_failed_fraction * calls:
-            raise EvaluationsFailed(
-                f"{failed} of {calls} utility calls ({100.0 * failed / calls:.1f}%) failed, "
-                f"more than task.max_failed_fraction={self.max_failed_fraction}{cause}. "
-                "Nothing failed was cached; raise task.max_failed_fraction to accept this."
-            )
-
-
-def _clone(model: Any) -> Any:
-    from sklearn.base import clone
-
-    return clone(model)
-
 
 @contextlib.contextmanager
 def _pydvl_logs(verbose: bool) -> Iterator[None]:
