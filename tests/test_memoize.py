@@ -318,3 +318,14 @@ def test_module_level_decorated_function_pickles_by_reference() -> None:
 
     clone = pickle.loads(pickle.dumps(helpers_decorated.cube))
     assert clone is helpers_decorated.cube
+
+
+def test_identity_and_label_are_public(any_backend: Backend) -> None:
+    def f(x: int) -> int:
+        return x
+
+    m = Memoized(f, any_backend)
+    assert m.label == f"{__name__}.test_identity_and_label_are_public.<locals>.f"
+    assert len(m.identity) == 16 and m.cache_key(1).split(":")[-1] != m.identity.hex()
+    assert Memoized(f, any_backend, version="2").identity != m.identity
+    assert Memoized(f, any_backend, name="utility").label == "utility"

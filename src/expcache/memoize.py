@@ -211,6 +211,17 @@ class Memoized(Generic[P, R]):
         return self._core.serde
 
     @property
+    def identity(self) -> bytes:
+        """The function part of every key (16 bytes): what a run records to say which code
+        produced its entries (``environment.json``), and what ``explain`` compares."""
+        return self._core.keys.identity
+
+    @property
+    def label(self) -> str:
+        """The function's label in keys and entries (``name=``, else module.qualname)."""
+        return self._core.label
+
+    @property
     def client(self) -> Any:
         """The backend's client for this thread (pymemcache, for the seed's ``.client``)."""
         client = getattr(self.backend, "client", None)

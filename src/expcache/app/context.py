@@ -48,9 +48,9 @@ def relocate(
 def identity_of(memo: Memoized[..., Any]) -> str | None:
     """The hex identity digest of ``memo``'s function (what its keys are derived from: code,
     or ``signature=``, plus version, namespace, label and key format), or None if it cannot
-    be computed. The core has no public accessor for it yet: read from its key maker."""
+    be computed."""
     try:
-        identity = memo._core.keys.identity
+        identity = memo.identity
     except Exception as exc:  # an unencodable function: its calls would fail the same way
         log.debug("expcache: no identity for %r: %r", memo, exc)
         return None
