@@ -13,8 +13,10 @@ because a half-read reply must never be read as the next command's.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import (
@@ -22,6 +24,8 @@ from pymemcache.exceptions import (
     MemcacheServerError,
     MemcacheUnexpectedCloseError,
 )
+
+from ._deadline import DeadlineSocket
 
 __all__ = [
     "ProtocolError",
@@ -42,6 +46,8 @@ _END = b"END\r\n"
 _CONTROL = bytes(range(33)) + b"\x7f"  # whitespace and control bytes: not in a key
 _BATCH = 200  # keys per pipelined request: bounded request lines and reply bursts
 _SMALL = 16384  # a value below this that arrives in pieces is appended, not preallocated
+_PLAIN: Final = socket.socket  # exactly: an SSLSocket (a subclass) must go through TLS
+_write = os.write
 
 
 class ProtocolError(Exception):
@@ -156,15 +162,38 @@ def _value_head(line: bytes, limit: int) -> tuple[bytes, int]:
 
 
 def get(client: Client, key: str, limit: int) -> bytes | bytearray | None:
-    """``get key``: the hit path's one round trip (a small reply in one ``recv``, sliced)."""
+    """``get key``: the hit path's one round trip (a small reply in one ``recv``, sliced).
+
+    On a plain TCP (or Unix) socket the request is armed once and written with one
+    ``os.write`` on the descriptor, which is non-blocking once the deadline has set a timeout:
+    a Python ``sendall`` on a socket with a timeout first ``poll()``s for writability, an extra
+    system call on every hit (~0.7-1 µs next to a round trip), for a request of ~60 bytes into
+    an empty send buffer (requests are strictly sequential per connection). The first
+    ``recv`` then runs under the timeout the arming set, at most the deadline's slack past it.
+    A request the kernel does not take whole at once (it never happens here, but it could)
+    is finished by ``sendall``. TLS sockets take the general path.
+    """
     raw = token(key)
     if raw is None:
         value: bytes | None = client.get(key)
         return value
-    sock = connected(client)
+    sock = client.sock
+    if sock is None:
+        sock = connected(client)
     try:
-        sock.sendall(b"get " + raw + b"\r\n")
-        buf = sock.recv(_RECV)
+        request = b"get " + raw + b"\r\n"
+        if type(sock) is DeadlineSocket and type(plain := sock._sock) is _PLAIN:
+            sock._arm()
+            try:
+                sent = _write(plain.fileno(), request)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(request):
+                sock.sendall(request[sent:])
+            buf = plain.recv(_RECV)
+        else:
+            sock.sendall(request)
+            buf = sock.recv(_RECV)
         if buf == _END:
             return None
         head_end = buf.find(b"\r\n")
