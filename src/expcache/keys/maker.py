@@ -136,8 +136,11 @@ class KeyMaker:
         self._name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         self._binder = b = Binder(fn, self.ignore_args, self._name)
         self.method: bool = b.method
-        self._ctx = Ctx(bool(pickle_args))  # no frames: immutable, shared by every call
         self._warn = pickle_args == "warn"
+        # No frames: immutable, shared by every call. In "warn" mode the hit path first tries
+        # without pickling: canonical arguments (nearly every call) give the same bytes either
+        # way, and only a call that needs a pickle pays for the noting pass (_stream_warn).
+        self._ctx = Ctx(bool(pickle_args) and not self._warn)
         self._warned: set[str] = set()
         self._identity: bytes | None = None
         self._parts: dict[str, bytes] | None = None
@@ -204,8 +207,6 @@ class KeyMaker:
 
     # -- the hit path --------------------------------------------------------------------------
     def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-        if self._warn:
-            return self.prefix + _hex(self._stream_warn(args, kwargs))
         ident = self._identity or self._load_identity()
         if not kwargs and len(args) == self._n_fast:
             values: Any = args
@@ -240,10 +241,14 @@ class KeyMaker:
             if self._tail:
                 where = -1
                 self._encode_tail(extra, extra_kw, out, ctx)
-        except Unencodable as exc:
-            raise self._arg_error(exc, where) from None
-        except RecursionError:
-            raise self._deep(where) from None
+        except (Unencodable, KeyEncodingError, RecursionError) as exc:
+            if self._warn:  # something needs its pickle: the pass that notes and warns
+                return self.prefix + _hex(self._stream_warn(args, kwargs))
+            if isinstance(exc, Unencodable):
+                raise self._arg_error(exc, where) from None
+            if isinstance(exc, RecursionError):
+                raise self._deep(where) from None
+            raise
         return self.prefix + _hex(b"".join(out))
 
     def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
