@@ -194,9 +194,10 @@ def build(address: str) -> dict[str, Any]:
     core = memo._core
     _, deadline = mc._conn()
     sclient, _ = stub._conn()
-    small = core.serde._small(key, data)
-    assert small is not None and small[2], "the small hit's value is a float entry"
-    hend, end = small[0], small[1]
+    small = core.serde.hit(key, data)
+    assert small is not None and type(small[0]) is float, "the small hit's value is a float"
+    hend = small[3]
+    end = hend + 8
     import struct
     import threading
 

@@ -54,12 +54,12 @@ def run_batch(
         found = guard.run(core.backend.get_many, unique)
         if type(found) is Outcome:
             usable, found = False, {}
-    results: dict[str, tuple[Any, float]] = {}  # key -> (value, compute seconds)
+    results: dict[str, tuple[Any, ...]] = {}  # key -> (value, compute seconds, ...)
     hit = core.serde.hit
     loads = core.serde.loads
     for key, data in found.items():
         try:  # inline, and Serde.hit first, as in Core.call: the all-hits batch is the case
-            got = hit(key, data)  # to make cheap
+            got: tuple[Any, ...] | None = hit(key, data)  # to make cheap
             if got is None:
                 entry = loads(key, data)
                 if type(entry) is not ValueEntry:
