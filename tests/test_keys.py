@@ -657,6 +657,22 @@ def test_inlined_scalars_write_the_bytes_of_encode(value: Any) -> None:
     expected = km.prefix + xxhash.xxh3_128_hexdigest(stream)
     assert km((value,), {}) == expected
     assert km((), {"x": value}) == expected
+    assert km.many([((value,), {}), ((), {"x": value})]) == [expected, expected]
+
+
+def test_many_keys_like_one_call_at_a_time() -> None:
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1, 2.5, "s"), {}), ((1,), {}), ((1, 2), {"c": "x"}), ((True, None, [1]), {}),
+        ((2**70, float("nan"), "\ud800"), {}), ((np.float64(1.0), 1, 1), {}), ((), {"a": 1}),
+    ]
+    for km in (KeyMaker(f_abc), KeyMaker(f_abc, ignore_args=["b"]),
+               KeyMaker(f_abc, pickle_args="warn")):
+        assert km.many(calls) == [km(a, k) for a, k in calls]
+    varargs = [((1, 2, 3), {}), ((1,), {"x": 1}), ((1,), {})]
+    kv = KeyMaker(f_var)
+    assert kv.many(varargs) == [kv(a, k) for a, k in varargs]
+    with pytest.raises(KeyEncodingError, match="argument 'a' of f_abc"):
+        KeyMaker(f_abc).many([((1,), {}), ((threading.Lock(),), {})])
 
 
 def f_var(a: Any, *rest: Any, flag: bool = False, **opts: Any) -> Any:

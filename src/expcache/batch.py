@@ -41,8 +41,7 @@ def run_batch(
     items = _normalise(calls)
     if core.off or core.policy is not None:
         return [call_one(*a, **k) for a, k in items]
-    make_key = core.keys
-    keys = [make_key(a, k) for a, k in items]
+    keys = core.keys.many(items)
     unique = list(dict.fromkeys(keys))
     rec = core.rec
     guard = core.guard

@@ -251,6 +251,37 @@ class KeyMaker:
             raise
         return self.prefix + _hex(b"".join(out))
 
+    def many(self, calls: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[str]:
+        """``[self(args, kwargs) for args, kwargs in calls]``, cheaper for ``map``: a batch of
+        positional calls whose arguments are all float, int or str is keyed in one loop (the
+        same bytes as ``__call__``); any other call goes through ``__call__``."""
+        ident = self._identity or self._load_identity()
+        prefix = self.prefix
+        heads = self._scalar_heads
+        n_fast = -2 if self._tail else self._n_fast  # -2: never (the tail must be written)
+        keys: list[str] = []
+        append = keys.append
+        for args, kwargs in calls:
+            if not kwargs and len(args) == n_fast:
+                out = [ident]
+                for where, head, int_head, float_head, str_head in heads:
+                    v = args[where]
+                    t = type(v)
+                    if t is float:
+                        out.append(float_head + _f64(v) if v == v else head + _FLOAT_NAN)
+                    elif t is int and _INT_MIN <= v < _INT_END:
+                        out.append(int_head + _i64(v))
+                    elif t is str:
+                        b = v.encode("utf-8", "surrogatepass")
+                        out.append(str_head + _u64(len(b)) + b)
+                    else:
+                        break
+                else:
+                    append(prefix + _hex(b"".join(out)))
+                    continue
+            append(self(args, kwargs))
+        return keys
+
     def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
         """16-byte digest of identity + bound arguments (defaults applied, ignored ones dropped)."""
         return bytes.fromhex(self(args, kwargs)[len(self.prefix) :])
