@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from .calls import Core
 from .entries import ValueEntry
@@ -20,14 +21,17 @@ from .guard import Outcome
 
 __all__ = ["run_batch"]
 
-Call = tuple[tuple[Any, ...], dict[str, Any]]
+Call = tuple[tuple[Any, ...], Mapping[str, Any]]
+
+
+_NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})  # shared: nothing mutates it
 
 
 def _normalise(calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[Call]:
     return [
-        (c, {}) if type(c) is tuple
+        (c, _NO_KWARGS) if type(c) is tuple
         else ((), dict(c)) if isinstance(c, Mapping)
-        else (tuple(c), {})
+        else (tuple(c), _NO_KWARGS)
         for c in calls
     ]
 
@@ -120,7 +124,9 @@ def _compute_many(core: Core, todo: Mapping[str, Call], n_jobs: int) -> dict[str
 
         fn = core.fn
         try:
-            outs = Parallel(n_jobs=n_jobs)(delayed(_timed)(fn, a, k) for a, k in todo.values())
+            outs = Parallel(n_jobs=n_jobs)(  # dict(k): a mappingproxy does not pickle
+                delayed(_timed)(fn, a, dict(k)) for a, k in todo.values()
+            )
         except BaseException:
             core.rec.add(failed=1)
             raise
