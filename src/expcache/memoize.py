@@ -184,7 +184,8 @@ class Memoized(Generic[P, R]):
 
     # -- the call ------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return cast(R, self._call(args, kwargs))
+        result: R = self._call(args, kwargs)  # not typing.cast: a call of its own per hit
+        return result
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         """As a method: the instance is the first argument (and part of the key)."""
