@@ -1,260 +1,348 @@
-"""Where a cache hit's time goes: each step of the hit paths timed on its own, interleaved.
+"""Where a small memcached hit's CPU time goes: each step timed warm and in place.
 
-Run from the repository root (about 20 s)::
+Run from the repository root (about 60 s per placement; not part of CI)::
 
-    .venv/bin/python benchmarks/profile_hits.py [--pin same|split|none] [--cprofile]
+    .venv/bin/python benchmarks/profile_hits.py [--pin same|split|none|both] [--seconds 25]
 
-Every step below is a piece of what ``Memoized.__call__`` / ``Memoized.map`` / the backends do
-on a hit, called directly on the same objects, so the table reads as a budget: the floor, then
-what each layer adds. Steps are timed in blocks of calls (``perf_counter_ns`` around the block,
-divided by its length) and interleaved round-robin like ``run.py``. ``--cprofile`` adds the
-deterministic profile of the same hits (its own overhead inflates small functions: read it for
-the call graph, the step table for the figures).
+A hit is, in order: the dispatch (``Memoized.__call__`` -> ``Core.call``), the key
+(``KeyMaker.__call__``), the breaker check, ``MemcachedBackend.get`` (its Python around one
+``sendall`` + ``recv``), the envelope check and decode (``Serde.hit``) and the counters
+(``Recorder.hit``). Each step is timed two ways, on the very objects of the hit:
+
+- **warm**: the step alone in a tight loop (``timeit``-style: the statement compiled into the
+  loop, no call overhead of the harness), i.e. with hot caches and branch predictors;
+- **in place**: the step right after a bare socket round trip -- ``rt(); step`` minus
+  ``rt()`` alone, medians of interleaved blocks -- which is how it runs inside a hit: the
+  kernel and memcached (on the same vCPU, or waking the other one) have just evicted much of
+  what the step needs from the caches, so the same Python costs more.
+
+``get``'s Python part cannot run warm against a real socket, so its warm figure comes from
+the same backend over a stub socket that answers the recorded reply at once (everything of
+``get`` except the two system calls); in place it is ``backend.get`` minus the bare round
+trip. The bare round trip (``rt``) is one ``sendall`` and one ``recv`` of expcache's own
+request on a blocking ``TCP_NODELAY`` socket without a Python timeout: the floor no client can
+go below. Steps run interleaved round-robin in shuffled order, like ``run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import cProfile
 import gc
-import io
 import os
-import pickle
-import pstats
 import random
 import socket
-import threading
+import tempfile
 import time
+import timeit
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import diskcache
-import numpy as np
-import xxhash
 from pymemcache.client.base import Client
 
 from _server import MemcachedProcess, exit_on_sigterm
-from cases import ARRAY_SIZE, BATCH, SMALL_ARGS, array_fn, small_fn
-from expcache import DiskBackend, MemcachedBackend, Memoized
-from expcache.backends.memcached import _mapped
+from cases import SMALL_ARGS, small_fn
+from expcache import MemcachedBackend, Memoized, MemoryBackend
+from expcache.backends import _wire
+from expcache.backends._deadline import DeadlineSocket
 
-Step = tuple[str, Callable[[], Any], int]
-
-
-def _minimal_get(address: str, key: str) -> Callable[[], bytes | None]:
-    """The wire alone: one ``get`` over a bare TCP_NODELAY socket, parsed minimally."""
-    host, _, port = address.rpartition(":")
-    sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    request = b"get " + key.encode() + b"\r\n"
-
-    def get() -> bytes | None:
-        sock.sendall(request)
-        buf = sock.recv(65536)
-        while not buf.endswith(b"END\r\n"):
-            buf += sock.recv(65536)
-        if not buf.startswith(b"VALUE"):
-            return None
-        nl = buf.index(b"\r\n")
-        size = int(buf[:nl].rsplit(b" ", 1)[1])
-        return buf[nl + 2 : nl + 2 + size]
-
-    return get
+__all__ = ["main"]
 
 
-def _locked(lock: threading.Lock) -> None:
-    with lock:
+class StubSocket:
+    """Answers every request with one recorded reply at once: ``get`` minus the round trip.
+
+    ``_wire`` writes requests to the descriptor of a plain socket; this one's descriptor is
+    ``/dev/null`` (a cheap system call, kept: the real path makes it too). ``_wire`` takes a
+    socket for plain when its type *is* ``_wire._PLAIN``: a statement on the stub swaps that
+    to this class and back around itself (``STUB``), and the swap's own cost, timed alone,
+    is subtracted, so the stub runs the real hit path and real sockets keep theirs.
+    """
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.timeout: float | None = None
+        self.fd = os.open(os.devnull, os.O_WRONLY)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def sendall(self, data: Any) -> None:
+        pass
+
+    def send(self, data: Any) -> int:
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        return self.reply
+
+    def settimeout(self, value: float | None) -> None:
+        self.timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def close(self) -> None:
         pass
 
 
-def build(address: str, tmp: Path) -> dict[str, list[Step]]:
-    mc = MemcachedBackend(address)
+def _bare_round_trip(address: str, key: str) -> Callable[[], bytes]:
+    """One ``sendall`` + one ``recv`` on a blocking socket: the floor of any client."""
     host, _, port = address.rpartition(":")
-    raw = Client((host, int(port)), no_delay=True)
-    raw_timeout = Client((host, int(port)), no_delay=True, timeout=mc.timeout,
-                         connect_timeout=mc.connect_timeout)
-    array = np.random.default_rng(0).random(ARRAY_SIZE)
-    buffer = array.data  # the same bytes keys.py hashes
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)
+    request = b"get " + key.encode() + b"\r\n"
+    sendall, recv = sock.sendall, sock.recv
 
-    hit = Memoized(small_fn, mc, time_threshold=0)
-    hit(*SMALL_ARGS)
-    key = hit.cache_key(*SMALL_ARGS)
+    def rt() -> bytes:
+        sendall(request)
+        return recv(65536)
+
+    reply = rt()
+    assert reply.endswith(b"END\r\n") and reply.startswith(b"VALUE"), reply[:40]
+    return rt
+
+
+def _stub_backend(reply: bytes, timeout: float) -> MemcachedBackend:
+    """A backend whose thread-local connection is a DeadlineSocket over a StubSocket."""
+    stub = MemcachedBackend("127.0.0.1:1", timeout=timeout)
+    client, deadline = stub._conn()
+    client.sock = DeadlineSocket(StubSocket(reply), deadline)  # type: ignore[arg-type]
+    return stub
+
+
+WRITE = "get: os.write of the request to /dev/null (subtracted from the stub rows)"
+# a statement on the stub runs between these (see StubSocket); SWAP alone is their cost
+STUB = "_w._PLAIN = Stub\n{}\n_w._PLAIN = Plain"
+SWAP = STUB.format("pass")
+
+
+class Step:
+    """One statement, compiled into a timing loop (no per-call harness overhead)."""
+
+    def __init__(self, name: str, stmt: str, ns: dict[str, Any], block: int) -> None:
+        self.name = name
+        self.stmt = stmt
+        self.timer = timeit.Timer(stmt, globals=ns)
+        self.block = block
+        self.samples: list[float] = []
+
+    def run(self) -> None:
+        self.samples.append(self.timer.timeit(self.block) * 1e9 / self.block)
+
+    @property
+    def median_us(self) -> float:
+        values = sorted(self.samples)
+        return values[len(values) // 2] / 1e3
+
+
+# (label, warm statement, in-place statement): in place, a statement runs after rt() and rt()
+# alone is subtracted; one marked "RT " makes its own round trip, so it runs alone (and rt()
+# is subtracted from it). The hit's own steps, in the order Core.call runs them.
+STEPS: list[tuple[str, str, str | None]] = [
+    ("dispatch: Memoized.__call__ -> Core.call (two frames, the args tuple)",
+     "noop_memo(*A)", "noop_memo(*A)"),
+    ("key: KeyMaker.__call__ (bind, encode 3 args, join, xxh3-128, prefix)",
+     "keys(A, KW)", "keys(A, KW)"),
+    ("breaker check (healthy: two attribute reads)",
+     "b._failures >= b.threshold and not b.allow()\nb._failures or g.down",
+     "b._failures >= b.threshold and not b.allow()\nb._failures or g.down"),
+    ("get: MemcachedBackend.get, its Python part", STUB.format("stub.get(key)"),
+     "RT mc.get(key)"),
+    ("envelope verify + decode: Serde.hit", "hit(key, data)", "hit(key, data)"),
+    ("stats: Recorder.hit (lock, two fields)", "rec_hit(0.0)", "rec_hit(0.0)"),
+]
+# Pieces of the steps above (warm only): where a step's own time goes.
+DETAIL: list[tuple[str, str]] = [
+    ("get: thread-local connection lookup", "mc._local.conn"),
+    ("get: Deadline.start()", "deadline.start()"),
+    ("get: _read_limit property", "mc._read_limit"),
+    ("get: _wire.token(key) (key check + encode)", "token(key)"),
+    ("get: DeadlineSocket._arm (the deadline check before a socket call)", "dsock._arm()"),
+    (WRITE, "write(fd, request)"),
+    ("get: _wire.get on the stub (no backend layer)",
+     STUB.format("wire_get(client, key, limit)")),
+    ("get: chunk check value[:8] == magic", "data[:8] == magic"),
+    ("verify: xxh3-128 of the key (header's key digest)", "xxh(key.encode())"),
+    ("verify: xxh3-128 of header + body (the trailer)", "xxh(data[:end])"),
+    ("decode: the float payload (struct unpack_from)", "f64(data, hend)[0]"),
+    ("stats: threading.Lock acquire + release", "with lock: pass"),
+    ("a Python call of a trivial function (for scale)", "noop(A, KW)"),
+]
+WHOLE: list[tuple[str, str, str | None]] = [
+    ("whole hit: Memoized over memcached", STUB.format("memo_stub(*A)"), "RT memo(*A)"),
+    ("whole hit: Memoized over MemoryBackend (no I/O)", "memo_mem(*A)", None),
+    ("raw pymemcache get (its Python + a timeout's poll()s)", "", "RT raw.get(key)"),
+    ("bare round trip with a Python socket timeout (+ 2 poll())", "", "RT rt_timeout()"),
+]
+
+
+def build(address: str) -> dict[str, Any]:
+    mc = MemcachedBackend(address)
+    memo = Memoized(small_fn, mc, time_threshold=0)
+    memo(*SMALL_ARGS)
+    key = memo.cache_key(*SMALL_ARGS)
     data = mc.get(key)
-    assert data is not None
-    body = data[20:]
-    inner = mc.client
-    keymaker = hit._keys
-    serde = hit.serde
-    lock = threading.Lock()
-    breaker = mc.breaker
-    wire = _minimal_get(address, key)
-    assert wire() == data
+    assert data is not None and memo(*SMALL_ARGS) == small_fn(*SMALL_ARGS)
+    rt = _bare_round_trip(address, key)
+    reply = rt()
+    stub = _stub_backend(reply, mc.timeout)
+    assert stub.get(key) == data
+    memo_stub = Memoized(small_fn, stub, time_threshold=0)
+    before = memo_stub.stats.hits
+    memo_stub(*SMALL_ARGS)
+    assert memo_stub.stats.hits == before + 1, "the stub-socket hit is not a hit"
+    memo_mem = Memoized(small_fn, MemoryBackend(), time_threshold=0)
+    memo_mem(*SMALL_ARGS)
+    noop_memo = memo.replace()
+    noop_memo.__dict__["_call"] = lambda args, kwargs: None
 
-    def mapped_only() -> None:
-        with _mapped("x"):
-            pass
+    def rt_timeout_factory() -> Callable[[], bytes]:
+        host, _, port = address.rpartition(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(mc.timeout)
+        request = b"get " + key.encode() + b"\r\n"
 
-    def bookkeeping() -> None:  # what __call__ does around get/decode on a hit
-        breaker.allow()
-        with hit._lock:
-            hit.stats.hits += 1
-            hit.stats.saved_seconds += 0.0
+        def rt_timeout() -> bytes:
+            sock.sendall(request)
+            return sock.recv(65536)
 
-    hit_steps: list[Step] = [
-        ("wire: bare-socket get (no client library)", wire, 20),
-        ("raw pymemcache get (no_delay, no timeout): the floor", lambda: raw.get(key), 20),
-        ("raw pymemcache get with expcache's timeout=0.5", lambda: raw_timeout.get(key), 20),
-        ("backend.client.get (expcache's pymemcache Client)", lambda: inner.get(key), 20),
-        ("backend.get (+ _mapped, client property, chunk check)", lambda: mc.get(key), 20),
-        ("Memoized hit (all of it)", lambda: hit(*SMALL_ARGS), 20),
-        ("  key: KeyMaker(args, kwargs)", lambda: keymaker(SMALL_ARGS, {}), 200),
-        ("  decode: serde.loads + layout check", lambda: hit._decode(key, data), 200),
-        ("    serde: blake2b of the key (envelope check)",
-         lambda: __import__("hashlib").blake2b(key.encode(), digest_size=16).digest(), 200),
-        ("    serde: pickle.loads of the body", lambda: pickle.loads(body), 200),
-        ("  _mapped() context manager alone", mapped_only, 200),
-        ("  bookkeeping: breaker.allow, lock, stats", bookkeeping, 200),
-        ("  threading.Lock acquire+release", lambda: _locked(lock), 200),
-        ("  serde.loads alone", lambda: serde.loads(key, data), 200),
-    ]
+        return rt_timeout
 
-    hit_array = Memoized(array_fn, mc, time_threshold=0)
-    hit_array(array)
-    array_steps: list[Step] = [
-        ("raw pymemcache get (floor)", lambda: raw.get(key), 20),
-        ("Memoized hit, 1e5-float64 array arg", lambda: hit_array(array), 20),
-        ("  key: KeyMaker((array,), {})", lambda: hit_array._keys((array,), {}), 20),
-        ("  xxh3-128 of the array buffer", lambda: xxhash.xxh3_128_digest(buffer), 20),
-        ("  xxh3-64 of the array buffer", lambda: xxhash.xxh3_64_digest(buffer), 20),
-        ("  pickle.dumps of the array (what pickle-based keys pay first)",
-         lambda: pickle.dumps(array, protocol=5), 5),
-    ]
+    host, _, port = address.rpartition(":")
+    core = memo._core
+    _, deadline = mc._conn()
+    sclient, _ = stub._conn()
+    small = core.serde.hit(key, data)
+    assert small is not None and type(small[0]) is float, "the small hit's value is a float"
+    hend = small[3]
+    end = hend + 8
+    import struct
+    import threading
 
-    batch = Memoized(small_fn, mc, time_threshold=0, namespace="batch")
-    calls = [(i, 0.5, "abc") for i in range(BATCH)]
-    batch.map(calls)
-    bkeys = [batch.cache_key(*c) for c in calls]
-    found = mc.get_many(bkeys)
-    assert len(found) == BATCH
-    bk = batch._keys
-    map_steps: list[Step] = [
-        ("raw pymemcache get_many(100) (floor)", lambda: raw.get_many(bkeys), 5),
-        ("backend.get_many(100)", lambda: mc.get_many(bkeys), 5),
-        ("Memoized.map over 100 hits (all of it)", lambda: batch.map(calls), 5),
-        ("  100 keys: [KeyMaker(c, {}) for c in calls]",
-         lambda: [bk(c, {}) for c in calls], 5),
-        ("  100 decodes: [_decode(k, v) for k, v in found]",
-         lambda: [batch._decode(k, v) for k, v in found.items()], 5),
-        ("  normalise calls: [((), dict) or (tuple(c), {})]",
-         lambda: [(tuple(c), {}) for c in calls], 5),
-    ]
+    import xxhash
 
-    disk = DiskBackend(tmp / "disk")
-    hit_disk = Memoized(small_fn, disk, time_threshold=0)
-    hit_disk(*SMALL_ARGS)
-    dkey = hit_disk.cache_key(*SMALL_ARGS)
-    ddata = disk.get(dkey)
-    assert ddata is not None
-    dcache = disk.cache
-    peer = diskcache.Cache(str(tmp / "peer"))
-    peer_fn = peer.memoize()(small_fn)
-    peer_fn(*SMALL_ARGS)
-    peer_key = peer_fn.__cache_key__(*SMALL_ARGS)
-    disk_steps: list[Step] = [
-        ("diskcache memoize hit (the peer)", lambda: peer_fn(*SMALL_ARGS), 20),
-        ("  peer: Cache.get of its tuple key", lambda: peer.get(peer_key), 20),
-        ("Memoized hit, disk backend", lambda: hit_disk(*SMALL_ARGS), 20),
-        ("  DiskBackend.get", lambda: disk.get(dkey), 20),
-        ("  Cache.get of expcache's str key", lambda: dcache.get(dkey), 20),
-        ("  key: KeyMaker", lambda: hit_disk._keys(SMALL_ARGS, {}), 200),
-        ("  decode", lambda: hit_disk._decode(dkey, ddata), 200),
-    ]
-    return {"hit, small args (memcached)": hit_steps, "hit, array arg (memcached)": array_steps,
-            "batched lookup of 100 hits": map_steps, "disk hit vs diskcache memoize": disk_steps}
+    def noop(args: Any, kwargs: Any) -> None:
+        return None
+
+    return {
+        "A": SMALL_ARGS, "KW": {}, "memo": memo, "memo_stub": memo_stub, "memo_mem": memo_mem,
+        "noop_memo": noop_memo, "keys": core.keys, "b": core.breaker, "g": core.guard,
+        "stub": stub, "mc": mc, "key": key, "data": data, "hit": core.serde.hit,
+        "rec_hit": core.rec.hit, "rt": rt, "rt_timeout": rt_timeout_factory(),
+        "raw": Client((host, int(port)), no_delay=True), "deadline": deadline,
+        "token": _wire.token, "dsock": sclient.sock, "wire_get": _wire.get,
+        "client": sclient, "limit": stub._read_limit, "magic": b"XCCHUNK1",
+        "xxh": xxhash.xxh3_128_digest, "end": end, "hend": hend, "f64": struct.Struct("<d").unpack_from,
+        "lock": threading.Lock(), "noop": noop, "write": os.write,
+        "request": b"get " + key.encode() + b"\r\n", "_w": _wire, "Stub": StubSocket,
+        "fd": sclient.sock._sock.fd,
+        "Plain": socket.socket,
+    }
 
 
-def measure(groups: dict[str, list[Step]], seconds: float) -> dict[str, list[tuple[str, float]]]:
-    steps = [s for g in groups.values() for s in g]
-    samples: dict[int, list[float]] = {i: [] for i in range(len(steps))}
-    order = list(range(len(steps)))
+def measure(ns: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:
+    """{label: {"warm": us, "in place": us}} for the steps, details and whole-hit rows."""
+    warm_block, place_block = 200, 20
+    timers: dict[tuple[str, str], Step] = {}
+    timers[("rt", "rt")] = Step("rt", "rt()", ns, place_block)
+    for label, warm, place in STEPS + WHOLE:
+        if warm:
+            timers[(label, "warm")] = Step(label, warm, ns, warm_block)
+        if place:  # "RT stmt": the statement makes its own round trip
+            stmt = place[3:] if place.startswith("RT ") else f"rt()\n{place}"
+            timers[(label, "in place")] = Step(label, stmt, ns, place_block)
+    for label, warm in DETAIL:
+        timers[(label, "warm")] = Step(label, warm, ns, warm_block)
+    timers[("swap", "warm")] = Step("swap", SWAP, ns, warm_block)
+    order = list(timers.values())
+    for t in order:  # warm up: connections, lazily built state, first-call paths
+        t.timer.timeit(5)
     rng = random.Random(0)
-    perf = time.perf_counter_ns
-    for _, fn, _ in steps:  # warm up
-        for _ in range(5):
-            fn()
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    rounds = 0
+    while rounds < 5 or time.monotonic() < deadline:
         rng.shuffle(order)
-        gc.disable()
-        for i in order:
-            _, fn, block = steps[i]
-            t0 = perf()
-            for _ in range(block):
-                fn()
-            samples[i].append((perf() - t0) / block)
-        gc.enable()
-    out: dict[str, list[tuple[str, float]]] = {}
-    i = 0
-    for title, group in groups.items():
-        rows = []
-        for name, _, _ in group:
-            values = sorted(samples[i])
-            rows.append((name, values[len(values) // 2] / 1e3))
-            i += 1
-        out[title] = rows
+        for t in order:
+            t.run()
+        gc.collect(1)
+        rounds += 1
+    rt = timers[("rt", "rt")].median_us
+    # a stub statement also pays the swap and its one write(2) to /dev/null: the real path's
+    # write is part of its round trip (rt makes one too), so the warm figure excludes both
+    swap = timers[("swap", "warm")].median_us + timers[(WRITE, "warm")].median_us
+    out: dict[str, dict[str, float]] = {"rt": {"in place": rt}}
+    for (label, how), t in timers.items():
+        if label in ("rt", "swap"):
+            continue
+        value = t.median_us - rt if how == "in place" else t.median_us
+        if how == "warm" and "_w._PLAIN" in t.stmt:
+            value -= swap
+        out.setdefault(label, {})[how] = value
+    out["_rounds"] = {"n": float(rounds)}
     return out
 
 
-def profile(groups: dict[str, list[Step]], n: int = 3000) -> str:
-    """cProfile of the full hit and the full map (sorted by own time)."""
-    text = io.StringIO()
-    for title, label in (("hit, small args (memcached)", "Memoized hit (all of it)"),
-                         ("batched lookup of 100 hits", "Memoized.map over 100 hits (all of it)")):
-        fn = next(f for name, f, _ in groups[title] if name == label)
-        calls = n if "map" not in label else n // 50
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(calls):
-            fn()
-        prof.disable()
-        text.write(f"\n#### cProfile: {label} x {calls}\n\n```\n")
-        stats = pstats.Stats(prof, stream=text)
-        stats.sort_stats("tottime").print_stats(14)
-        text.write("```\n")
-    return text.getvalue()
+def render(pin: str, results: dict[str, dict[str, float]]) -> str:
+    rt = results["rt"]["in place"]
+    lines = [
+        f"### pin = {pin} ({int(results['_rounds']['n'])} rounds; bare round trip "
+        f"{rt:.2f} µs)",
+        "",
+        "| step of a small memcached hit | warm µs | in place µs |",
+        "|---|---:|---:|",
+    ]
+
+    def cell(label: str, how: str) -> str:
+        value = results.get(label, {}).get(how)
+        return "-" if value is None else f"{value:.2f}"
+
+    warm_sum = place_sum = 0.0
+    for label, _, _ in STEPS:
+        warm_sum += results[label].get("warm", 0.0)
+        place_sum += results[label].get("in place", 0.0)
+        lines.append(f"| {label} | {cell(label, 'warm')} | {cell(label, 'in place')} |")
+    lines.append(f"| **sum of the steps** | **{warm_sum:.2f}** | **{place_sum:.2f}** |")
+    for label, _, _ in WHOLE:
+        lines.append(f"| {label} | {cell(label, 'warm')} | {cell(label, 'in place')} |")
+    whole = results[WHOLE[0][0]]
+    lines += [
+        f"| glue of Core.call (whole hit minus the steps) | "
+        f"{whole['warm'] - warm_sum:.2f} | {whole['in place'] - place_sum:.2f} |",
+        "",
+        "In place = (round trip + step) minus the round trip alone; the whole-hit row in place is "
+        "expcache's own CPU time above the socket round trip.",
+        "",
+        "| piece (warm) | µs |",
+        "|---|---:|",
+    ]
+    for label, _ in DETAIL:
+        lines.append(f"| {label} | {cell(label, 'warm')} |")
+    return "\n".join(lines)
 
 
-def main() -> None:
+PLACEMENTS = {"same": ({0}, {0}), "split": ({0}, {1}), "none": (None, None)}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pin", choices=["same", "split", "none"], default="same")
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--cprofile", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--pin", choices=[*PLACEMENTS, "both"], default="both")
+    parser.add_argument("--seconds", type=float, default=25.0)
+    args = parser.parse_args(argv)
     exit_on_sigterm()
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpus: set[int] | None = None
-    if args.pin == "same":
-        os.sched_setaffinity(0, {cpus[0]})
-        server_cpus = {cpus[0]}
-    elif args.pin == "split":
-        os.sched_setaffinity(0, {cpus[0]})
-        server_cpus = {cpus[-1]}
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="expcache-prof-") as tmp, \
-            MemcachedProcess(cpus=server_cpus) as server:
-        groups = build(server.address, Path(tmp))
-        results = measure(groups, args.seconds)
-        print(f"## Hit-path budget (pin={args.pin}, medians of interleaved blocks, µs per call)")
-        for title, rows in results.items():
-            print(f"\n### {title}\n\n| step | µs |\n|---|---:|")
-            for name, us in rows:
-                print(f"| {name.replace('|', '/')} | {us:.2f} |")
-        if args.cprofile:
-            with contextlib.redirect_stderr(io.StringIO()):
-                print(profile(groups))
+    all_cpus = set(os.sched_getaffinity(0))
+    pins = ["same", "split"] if args.pin == "both" else [args.pin]
+    for pin in pins:
+        client_cpus, server_cpus = PLACEMENTS[pin]
+        os.sched_setaffinity(0, client_cpus if client_cpus is not None else all_cpus)
+        with tempfile.TemporaryDirectory(prefix="expcache-prof-"), \
+                MemcachedProcess(cpus=server_cpus) as server:
+            ns = build(server.address)
+            results = measure(ns, args.seconds)
+        os.sched_setaffinity(0, all_cpus)
+        print(render(pin, results), flush=True)
+        print()
 
 
 if __name__ == "__main__":

@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from expcache.errors import ConfigError, KeyEncodingError
-from expcache.keys import KEY_FORMAT_VERSION, KeyMaker, fingerprint, function_identity
+from expcache.keys import KEY_FORMAT_VERSION, KeyMaker, fingerprint, function_identity, tags
+from expcache.keys.encode import Ctx, encode, s
 
 HELPER = importlib.import_module(
     f"{__package__}.keys_golden_helper" if __package__ else "keys_golden_helper"
@@ -625,6 +627,52 @@ def test_argument_spellings_give_one_key() -> None:
     assert km((1, 2, None), {}) == km((1,), {})
     assert km((1, 3), {}) != km((1,), {})
     assert km((1,), {"c": 0}) != km((1,), {})
+
+
+def f_one(x: Any) -> Any:
+    return x
+
+
+class Small(enum.IntEnum):
+    ONE = 1
+
+
+_NAN_PAYLOAD = struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\xff")[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -1, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 2**200, True, Small.ONE, np.int64(3),
+     0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), _NAN_PAYLOAD, np.float64(2.5),
+     "", "héllo", "\ud800x", np.str_("s")],
+    ids=repr,
+)
+def test_inlined_scalars_write_the_bytes_of_encode(value: Any) -> None:
+    # KeyMaker writes float, int and str arguments itself (no encoder call on the hit path):
+    # the key must be the one the generic encoder gives, positionally and by keyword.
+    km = KeyMaker(f_one)
+    out: list[bytes] = []
+    encode(value, out, Ctx(False))
+    stream = km.identity + tags.ARG + s("x") + b"".join(out)
+    expected = km.prefix + xxhash.xxh3_128_hexdigest(stream)
+    assert km((value,), {}) == expected
+    assert km((), {"x": value}) == expected
+    assert km.many([((value,), {}), ((), {"x": value})]) == [expected, expected]
+
+
+def test_many_keys_like_one_call_at_a_time() -> None:
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1, 2.5, "s"), {}), ((1,), {}), ((1, 2), {"c": "x"}), ((True, None, [1]), {}),
+        ((2**70, float("nan"), "\ud800"), {}), ((np.float64(1.0), 1, 1), {}), ((), {"a": 1}),
+    ]
+    for km in (KeyMaker(f_abc), KeyMaker(f_abc, ignore_args=["b"]),
+               KeyMaker(f_abc, pickle_args="warn")):
+        assert km.many(calls) == [km(a, k) for a, k in calls]
+    varargs = [((1, 2, 3), {}), ((1,), {"x": 1}), ((1,), {})]
+    kv = KeyMaker(f_var)
+    assert kv.many(varargs) == [kv(a, k) for a, k in varargs]
+    with pytest.raises(KeyEncodingError, match="argument 'a' of f_abc"):
+        KeyMaker(f_abc).many([((1,), {}), ((threading.Lock(),), {})])
 
 
 def f_var(a: Any, *rest: Any, flag: bool = False, **opts: Any) -> Any:

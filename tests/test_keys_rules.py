@@ -106,6 +106,10 @@ def test_pickle_args_true_is_silent_and_warn_warns_once_per_argument() -> None:
     assert "argument 'b' of takes()" in messages[1]
     assert "argument 'a'" in messages[2]
     assert loud((Opaque(1),), {}) != loud((Opaque(2),), {})
+    # canonical arguments key alike in every mode (the warn mode's strict first try)
+    assert loud((1, [2.5, "x"]), {}) == silent((1, [2.5, "x"]), {}) == KeyMaker(takes)(
+        (1, [2.5, "x"]), {}
+    )
 
 
 def test_pickle_args_warn_names_varargs_and_varkw_apart() -> None:

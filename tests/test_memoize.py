@@ -247,6 +247,20 @@ def test_map_batches_lookups(any_backend: Backend) -> None:
     assert (m.stats.misses, m.stats.hits, m.stats.sets) == (3, 3, 3)
 
 
+def scaled(x: int, factor: int = 1) -> int:  # module level: loky workers import it
+    return x * factor
+
+
+def test_map_computes_misses_in_worker_processes() -> None:
+    # n_jobs > 1 ships each missing call (its positional and keyword arguments) to joblib
+    m = Memoized(scaled, MemoryBackend())
+    calls: list[Any] = [(1,), (2,), {"x": 3, "factor": 2}, (4, 3), (1,)]
+    assert m.map(calls, n_jobs=2) == [1, 2, 6, 12, 1]
+    assert (m.stats.misses, m.stats.hits, m.stats.sets) == (4, 1, 4)
+    assert m.map(calls, n_jobs=2) == [1, 2, 6, 12, 1]
+    assert m.stats.hits == 6
+
+
 def test_null_backend_turns_caching_off() -> None:
     f, ran = counted(lambda x: x + 1)
     m = Memoized(f, NullBackend())
@@ -318,3 +332,14 @@ def test_module_level_decorated_function_pickles_by_reference() -> None:
 
     clone = pickle.loads(pickle.dumps(helpers_decorated.cube))
     assert clone is helpers_decorated.cube
+
+
+def test_identity_and_label_are_public(any_backend: Backend) -> None:
+    def f(x: int) -> int:
+        return x
+
+    m = Memoized(f, any_backend)
+    assert m.label == f"{__name__}.test_identity_and_label_are_public.<locals>.f"
+    assert len(m.identity) == 16 and m.cache_key(1).split(":")[-1] != m.identity.hex()
+    assert Memoized(f, any_backend, version="2").identity != m.identity
+    assert Memoized(f, any_backend, name="utility").label == "utility"

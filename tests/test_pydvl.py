@@ -215,8 +215,10 @@ def test_cached_values_equal_uncached_and_a_second_run_evaluates_nothing(
     assert np.array_equal(plain, cold)
     assert np.array_equal(plain, warm)
     assert first.stats.misses > 0 and first.stats.sets == first.stats.misses
-    assert second.stats.misses == 0 and second.stats.evaluations == 0
-    assert second.stats.hits == first.stats.calls > 0
+    # Failed fits (one-class subsets) are never stored: only they are evaluated again.
+    assert second.stats.misses == 0 and second.stats.evaluations == second.stats.failed
+    assert second.stats.failed == first.stats.failed
+    assert second.stats.hits == first.stats.calls - first.stats.failed > 0
 
 
 def test_an_identical_utility_in_another_process_shares_entries(
@@ -307,7 +309,7 @@ def test_interrupted_parallel_sampling_still_reconciles(mc: MemcachedBackend) ->
         assert complete and processes >= 1 and workers.calls > 0
         assert (
             s.calls
-            == s.hits + s.misses + s.repeats
+            == s.hits + s.misses + s.repeats + s.failed
             == cu.ledger.local_stats().calls + workers.calls
         )
         assert s.sets == s.misses  # every evaluation on record was stored (threshold 0)

@@ -146,7 +146,8 @@ def test_a_utility_rebound_to_other_data_gets_that_datas_values(mc: MemcachedBac
 def test_entries_are_shared_with_cached_utility(mc: MemcachedBackend) -> None:
     """The adapter and ``cached_utility`` (the Hydra app's path) key a utility alike."""
     train, test = make_data()
-    u = make_utility(test, adapter(mc)).with_dataset(train)
+    u = make_utility(test, adapter(mc))
+    u = u.with_dataset(train)
     values = loo(u)
     cu = cached_utility(make_utility(test), mc, time_threshold=0)
     sample = Sample(None, np.array([4, 2, 0]))
@@ -184,7 +185,9 @@ def test_values_equal_uncached_and_a_rebuilt_utility_evaluates_nothing(
     warm = run(make_utility(test, second))
     assert np.array_equal(plain, cold) and np.array_equal(plain, warm)
     assert first.stats.misses > 0 and first.stats.sets == first.stats.misses
-    assert (second.stats.misses, second.stats.hits) == (0, first.stats.calls)
+    # failed fits (single-class subsets) were never stored: exactly those are evaluated again
+    assert second.stats.failed == first.stats.failed
+    assert (second.stats.misses, second.stats.hits) == (0, first.stats.calls - first.stats.failed)
 
 
 def test_joblib_workers_get_the_adapter_pickled_and_share_its_entries(
@@ -431,3 +434,28 @@ def test_pydvls_own_memcached_backend_shares_nothing_across_processes(memcached:
     # The prefix is the whole difference: fixed by hand, a second process hits everything.
     fixed = [run_child("pydvl", memcached.address, "fixed") for _ in range(2)]
     assert (fixed[1]["hits"], fixed[1]["misses"]) == (calls, 0)
+
+
+# --------------------------------------------------------------------- failed fits
+def test_failed_fits_get_the_default_score_and_are_never_stored(mc: MemcachedBackend) -> None:
+    """pyDVL's catch_errors=True turns a failing fit into the scorer's default inside the
+    utility; through the adapter that default is returned but never stored (a single-class
+    subset, an out-of-memory fit: a transient failure must not become a score for ever)."""
+    train, test = make_data()
+    cache = adapter(mc)
+    u = make_utility(test, cache).with_dataset(train)
+    y = train.data().y
+    single = Sample(None, np.flatnonzero(y == y[0])[:3])  # one class: LogisticRegression fails
+    assert u(single) == 0.0  # the scorer's default, as without a cache
+    assert (cache.stats.failed, cache.stats.sets) == (1, 0)
+    assert mc.get(wrapper(u).cache_key(single)) is None
+    assert u(single) == 0.0 and cache.stats.failed == 2  # evaluated again, never a hit
+    scorer = SupervisedScorer("accuracy", test, default=0.0, range=(0.0, 1.0))
+    strict = adapter(mc)
+    raising = ModelUtility(
+        LogisticRegression(), scorer, catch_errors=False, cache_backend=strict,
+        show_warnings=False,
+    ).with_dataset(train)
+    with pytest.raises(ValueError, match="class"):  # without catch_errors: the fit's own error
+        raising(single)
+    assert (strict.stats.failed, strict.stats.sets) == (1, 0)

@@ -51,6 +51,7 @@ def reuse_table(shared: dict[str, Job], alone: dict[str, Job]) -> str:
                 t["hits"],
                 t["hits"] - a["hits"],
                 t["evaluations"],
+                t.get("failed", 0),
                 f"{100 * t['hits'] / max(t['calls'], 1):.1f}%",
             ]
         )
@@ -61,6 +62,7 @@ def reuse_table(shared: dict[str, Job], alone: dict[str, Job]) -> str:
         "hits in the sweep",
         "from earlier methods",
         "evaluations",
+        "of which failed (never cached)",
         "hit rate",
     ]
     return markdown_table(headers, rows)

@@ -46,7 +46,7 @@ def per_job(jobs: list[Job]) -> str:
                 t["misses"],
                 t["evaluations"],
                 f"{100 * t['hits'] / max(t['calls'], 1):.1f}%",
-                t["below_threshold"],
+                t.get("failed", 0),
                 t["lease_waits"],
                 job.fit_seconds,
             ]
@@ -58,7 +58,7 @@ def per_job(jobs: list[Job]) -> str:
         "misses",
         "evaluations",
         "hit rate",
-        "not stored (below threshold)",
+        "failed (not cached)",
         "lease waits",
         "valuation s",
     ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from .calls import Core
 from .entries import ValueEntry
@@ -20,14 +21,17 @@ from .guard import Outcome
 
 __all__ = ["run_batch"]
 
-Call = tuple[tuple[Any, ...], dict[str, Any]]
+Call = tuple[tuple[Any, ...], Mapping[str, Any]]
+
+
+_NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})  # shared: nothing mutates it
 
 
 def _normalise(calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[Call]:
     return [
-        (c, {}) if type(c) is tuple
+        (c, _NO_KWARGS) if type(c) is tuple
         else ((), dict(c)) if isinstance(c, Mapping)
-        else (tuple(c), {})
+        else (tuple(c), _NO_KWARGS)
         for c in calls
     ]
 
@@ -41,8 +45,8 @@ def run_batch(
     items = _normalise(calls)
     if core.off or core.policy is not None:
         return [call_one(*a, **k) for a, k in items]
-    make_key = core.keys
-    keys = [make_key(a, k) for a, k in items]
+    keys = core.keys.many(items)
+    unique = list(dict.fromkeys(keys))
     rec = core.rec
     guard = core.guard
     found: Any = {}
@@ -50,29 +54,35 @@ def run_batch(
     if not usable:
         rec.add(bypassed=len(items))
     else:
-        found = guard.run(core.backend.get_many, list(dict.fromkeys(keys)))
+        found = guard.run(core.backend.get_many, unique)
         if type(found) is Outcome:
             usable, found = False, {}
-    results: dict[str, ValueEntry] = {}
+    results: dict[str, tuple[Any, ...]] = {}  # key -> (value, compute seconds, ...)
+    hit = core.serde.hit
     loads = core.serde.loads
     for key, data in found.items():
-        try:  # inline: the all-hits batch is the case to make cheap
-            entry = loads(key, data)
+        try:  # inline, and Serde.hit first, as in Core.call: the all-hits batch is the case
+            got: tuple[Any, ...] | None = hit(key, data)  # to make cheap
+            if got is None:
+                entry = loads(key, data)
+                if type(entry) is not ValueEntry:
+                    continue
+                got = (entry.value, entry.meta.seconds)
         except SerdeError as exc:
             guard.corrupt(exc)
             continue
-        if type(entry) is ValueEntry:
-            results[key] = entry
-    if all(key in results for key in keys):
-        rec.add(hits=len(keys), saved_seconds=sum(results[k].meta.seconds for k in keys))
-        return [results[key].value for key in keys]
+        results[key] = got
+    if len(results) == len(unique):  # every call hit
+        pairs = [results[key] for key in keys]
+        rec.add(hits=len(keys), saved_seconds=sum([p[1] for p in pairs]))
+        return [p[0] for p in pairs]
     todo: dict[str, Call] = {}
     hits = 0
     saved = 0.0
     for key, call in zip(keys, items, strict=True):
         if key in results:
             hits += 1
-            saved += results[key].meta.seconds
+            saved += results[key][1]
         else:
             todo.setdefault(key, call)
     computed = _compute_many(core, todo, n_jobs)
@@ -80,13 +90,13 @@ def run_batch(
     threshold = core.threshold()
     below = 0
     for key, (value, elapsed) in computed.items():
-        meta = core.call_meta(elapsed, *todo[key])
-        results[key] = ValueEntry(value, meta)
+        results[key] = (value, elapsed)
         if elapsed < threshold:
             below += 1
             continue
         try:
-            to_store[key] = core.serde.dumps(key, results[key])
+            entry = ValueEntry(value, core.call_meta(elapsed, *todo[key]))
+            to_store[key] = core.serde.dumps(key, entry)
         except Exception as exc:
             guard.unstorable(exc)
     stored = 0
@@ -103,7 +113,7 @@ def run_batch(
         below_threshold=below,
         sets=stored,
     )
-    return [results[key].value for key in keys]
+    return [results[key][0] for key in keys]
 
 
 def _compute_many(core: Core, todo: Mapping[str, Call], n_jobs: int) -> dict[str, tuple[Any, float]]:
@@ -114,7 +124,9 @@ def _compute_many(core: Core, todo: Mapping[str, Call], n_jobs: int) -> dict[str
 
         fn = core.fn
         try:
-            outs = Parallel(n_jobs=n_jobs)(delayed(_timed)(fn, a, k) for a, k in todo.values())
+            outs = Parallel(n_jobs=n_jobs)(  # dict(k): a mappingproxy does not pickle
+                delayed(_timed)(fn, a, dict(k)) for a, k in todo.values()
+            )
         except BaseException:
             core.rec.add(failed=1)
             raise

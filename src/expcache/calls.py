@@ -222,7 +222,7 @@ class Core:
             self.guard.ok()
         if data is not None:
             try:
-                got = self._hit(key, data)
+                got: tuple[Any, ...] | None = self._hit(key, data)  # (value, seconds, ...)
                 if got is None:
                     entry = self._loads(key, data)
                     got = (entry.value, entry.meta.seconds) if type(entry) is ValueEntry else None

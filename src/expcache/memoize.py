@@ -184,7 +184,8 @@ class Memoized(Generic[P, R]):
 
     # -- the call ------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return cast(R, self._call(args, kwargs))
+        result: R = self._call(args, kwargs)  # not typing.cast: a call of its own per hit
+        return result
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         """As a method: the instance is the first argument (and part of the key)."""
@@ -209,6 +210,17 @@ class Memoized(Generic[P, R]):
     @property
     def serde(self) -> Any:
         return self._core.serde
+
+    @property
+    def identity(self) -> bytes:
+        """The function part of every key (16 bytes): what a run records to say which code
+        produced its entries (``environment.json``), and what ``explain`` compares."""
+        return self._core.keys.identity
+
+    @property
+    def label(self) -> str:
+        """The function's label in keys and entries (``name=``, else module.qualname)."""
+        return self._core.label
 
     @property
     def client(self) -> Any:

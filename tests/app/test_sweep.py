@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from expcache.app.records import RESULTS_FILE, STATS_FILE, SUMMARY_FILE
+from expcache.app.records import PLOT_FILE, RESULTS_FILE, STATS_FILE, SUMMARY_FILE
 
 from .helpers import SCRIPT, error_text, expcache, names_key
 
@@ -43,7 +43,33 @@ def _sweep(tmp_path: Path, memcached: Any, *extra: str) -> tuple[Path, dict[str,
         env={"HYDRA_FULL_ERROR": "1"},
     )
     assert proc.returncode == 0, proc.stderr
-    return sweep, json.loads((sweep / SUMMARY_FILE).read_text())
+    summary = json.loads((sweep / SUMMARY_FILE).read_text())
+    _check_finish(sweep, summary, proc.stdout)
+    return sweep, summary
+
+
+def _check_finish(sweep: Path, summary: dict[str, Any], stdout: str) -> None:
+    """The end of a sweep: a table in the terminal, sweep.png beside the summary, no lock."""
+    assert f"expcache: sweep {sweep}" in stdout
+    table = stdout.split(f"expcache: sweep {sweep}", 1)[1]
+    for head in ("job", "status", "calls", "hits", "rate", "evals", "failed", "time", "saved"):
+        assert head in table.splitlines()[1], head
+    total = summary["total"]
+    assert (
+        f"{summary['n_jobs']} jobs ({summary['n_failed']} failed): {total['calls']} calls, "
+        f"{total['hits']} hits"
+    ) in table
+    rows = {line[:4].strip(): line for line in table.splitlines()[3:] if line[:4].strip().isdigit()}
+    for job in summary["jobs"]:  # one row per job, with its own counts (fixed columns)
+        row = rows[str(job["job"]["num"])]
+        assert row[43:53].strip() == job["status"]
+        assert (row[53:60].strip(), row[60:67].strip()) == (
+            str(job["total"]["calls"]),
+            str(job["total"]["hits"]),
+        )
+    assert (sweep / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in sweep.iterdir() if p.name.startswith(".")) == []
+    assert all(j["seconds"] > 0 for j in summary["jobs"])
 
 
 def _jobs(sweep: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -125,3 +151,5 @@ def test_a_failing_job_still_leaves_every_record_and_the_summary(tmp_path: Path)
     summary = json.loads((sweep / SUMMARY_FILE).read_text())
     assert (summary["n_jobs"], summary["n_completed"], summary["n_failed"]) == (2, 1, 1)
     assert summary["total"]["calls"] == 3
+    # Hydra skipped on_multirun_end: the launcher's exit still printed the table and the plot.
+    _check_finish(sweep, summary, proc.stdout)

@@ -8,20 +8,27 @@ when any job failed, and an exception raised here only becomes a warning. Hence:
 - ``on_job_end``: if the job left no ``cache_stats.json`` (it died before ``run()`` could
   write one), write a minimal one with the failure; in a multirun, rebuild the sweep summary
   from the job files, so a summary exists even when ``on_multirun_end`` never comes.
-- ``on_multirun_end``: rebuild the summary once more, now with every job in.
+- ``on_multirun_end``: rebuild the summary once more, now with every job in, print the
+  sweep's table and write ``sweep.png``. Because Hydra skips this hook when a job failed,
+  ``on_multirun_start`` (in the same, launcher, process) also registers the same finish with
+  ``atexit``: it runs once, whichever comes first, so a sweep with failed jobs still ends
+  with its table and plot.
 - ``on_run_start``/``on_multirun_start``: the run (sweep) folder must be creatable. Hydra
   creates it before the job starts and prints a traceback when a file is in the way; this
   checks first and exits with one line naming ``hydra.run.dir``. It raises ``SystemExit``
   on purpose: Hydra turns any ``Exception`` raised in a callback into a warning.
 
-The callback holds no state: joblib pickles it into every worker.
+The callback holds no state: joblib pickles it into every worker (the finished sweeps are
+a module-level set of the launcher's process).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +37,41 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .records import STATS_FILE, empty_stats_record, summarize_sweep, to_jsonable, write_json
+from .records import (
+    PLOT_FILE,
+    STATS_FILE,
+    empty_stats_record,
+    format_sweep,
+    summarize_sweep,
+    to_jsonable,
+    write_json,
+    write_sweep_plot,
+)
 
-__all__ = ["CacheStatsCallback"]
+__all__ = ["CacheStatsCallback", "finish_sweep"]
 
 log = logging.getLogger("expcache")
+
+_FINISHED: set[str] = set()
+_FINISH_LOCK = threading.Lock()
+
+
+def finish_sweep(sweep_dir: str) -> None:
+    """Rebuild the summary, print the table, write ``sweep.png`` -- once per sweep folder."""
+    with _FINISH_LOCK:
+        if sweep_dir in _FINISHED:
+            return
+        _FINISHED.add(sweep_dir)
+    root = Path(sweep_dir)
+    if not root.is_dir():  # the sweep never started a job
+        return
+    try:
+        summary = summarize_sweep(root)
+        print(f"\nexpcache: sweep {root}\n{format_sweep(summary)}", flush=True)
+        if summary["n_jobs"]:
+            write_sweep_plot(summary, root / PLOT_FILE)
+    except Exception as exc:
+        log.warning("expcache: could not finish the sweep summary of %s: %r", root, exc)
 
 
 def unusable_folder(path: Path) -> str | None:
@@ -67,6 +104,7 @@ class CacheStatsCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_folder(config, "hydra.sweep.dir")
+        atexit.register(finish_sweep, str(config.hydra.sweep.dir))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         try:
@@ -97,7 +135,4 @@ class CacheStatsCallback(Callback):
             log.warning("expcache: could not record cache stats for this job: %r", exc)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            summarize_sweep(Path(str(config.hydra.sweep.dir)))
-        except Exception as exc:
-            log.warning("expcache: could not write the sweep summary: %r", exc)
+        finish_sweep(str(config.hydra.sweep.dir))

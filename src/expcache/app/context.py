@@ -22,7 +22,7 @@ from ..memoize import Memoized
 from ..policy import RepetitionPolicy
 from ..stats import CacheStats
 
-__all__ = ["CacheContext", "MemoPolicy", "relocate"]
+__all__ = ["CacheContext", "MemoPolicy", "identity_of", "relocate"]
 
 log = logging.getLogger("expcache")
 
@@ -43,6 +43,18 @@ def relocate(
         if head in options:
             return exc.located(section)
     return exc
+
+
+def identity_of(memo: Memoized[..., Any]) -> str | None:
+    """The hex identity digest of ``memo``'s function (what its keys are derived from: code,
+    or ``signature=``, plus version, namespace, label and key format), or None if it cannot
+    be computed."""
+    try:
+        identity = memo.identity
+    except Exception as exc:  # an unencodable function: its calls would fail the same way
+        log.debug("expcache: no identity for %r: %r", memo, exc)
+        return None
+    return identity.hex() if isinstance(identity, bytes) else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class CacheContext:
         self.backend_info: dict[str, Any] = dict(backend_info or backend.describe())
         self._memoized: dict[str, list[Memoized[..., Any]]] = {}
         self._extra: dict[str, CacheStats] = {}
+        self._call_seconds: dict[str, float] = {}
 
     def wrap(
         self, fn: Callable[..., Any], *, name: str | None = None, **overrides: Any
@@ -120,6 +133,36 @@ class CacheContext:
         """Merge counts gathered elsewhere (e.g. by copies in worker processes) under ``name``."""
         self._extra[name] = self._extra.get(name, CacheStats()) + stats
 
+    def add_call_seconds(self, name: str, seconds: float) -> None:
+        """Record wall time a task measured around the calls of ``name`` (lookups, stores and
+        computing), so the summary can say what the cache saved -- or cost."""
+        self._call_seconds[name] = self._call_seconds.get(name, 0.0) + float(seconds)
+
+    def identities(self) -> dict[str, list[str]]:
+        """Identity digests of the memoized callables, per name (one per signature: the
+        valuation utility has one per dataset it was bound to)."""
+        out: dict[str, list[str]] = {}
+        for name, memos in sorted(self._memoized.items()):
+            found = (identity_of(m) for m in memos)
+            out[name] = sorted({i for i in found if i is not None})
+        return out
+
+    def timing(self, name: str | None = None) -> dict[str, float] | None:
+        """Measured time of the calls of ``name`` (all names when None) against what they
+        would have cost uncached; None when no task measured its calls."""
+        names = self.names() if name is None else [name]
+        measured = [n for n in names if n in self._call_seconds]
+        if not measured:
+            return None
+        stats = sum((self.stats(n) for n in measured), CacheStats())
+        cached = sum(self._call_seconds[n] for n in measured)
+        uncached = stats.compute_seconds + stats.saved_seconds
+        return {
+            "call_seconds": cached,
+            "uncached_seconds": uncached,
+            "time_saved": uncached - cached,
+        }
+
     def stats(self, name: str | None = None) -> CacheStats:
         """Counters of the callables wrapped under ``name`` (all of them when ``None``)."""
         names = self.names() if name is None else [name]
@@ -143,7 +186,15 @@ class CacheContext:
             "policy": self.policy.describe(),
             "functions": {name: self.stats(name).as_dict() for name in self.names()},
             "total": self.stats().as_dict(),
+            "timing": self._timings(),
         }
+
+    def _timings(self) -> dict[str, Any] | None:
+        total = self.timing()
+        if total is None:
+            return None
+        per = {n: self.timing(n) for n in self.names() if n in self._call_seconds}
+        return {**total, "functions": per}
 
     def close(self) -> None:
         """Drop the backend's connections (the run is over)."""

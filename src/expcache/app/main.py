@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.errors import CompactHydraException
@@ -49,12 +49,14 @@ class RunError(CompactHydraException):
     """A user-fixable failure, printed by Hydra as one message (picklable: one str arg)."""
 
 
-def task_function(cfg: DictConfig) -> dict[str, Any]:
-    """The Hydra task: module-level and undecorated, so launchers pickle it by reference."""
+def task_function(cfg: DictConfig) -> dict[str, Any] | float:
+    """The Hydra task: module-level and undecorated, so launchers pickle it by reference.
+    With ``task.objective`` it returns that float (what sweepers such as optuna optimise)."""
     try:
-        return run(cfg)
+        result = run(cfg)
     except ExpcacheError as exc:
         raise RunError(f"expcache: {exc}") from exc
+    return cast(float, result["objective"]) if "objective" in result else result
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(
@@ -98,6 +100,10 @@ def main() -> None:
         from .cli_cache import main as cache_main
 
         sys.exit(cache_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["--replay"]:
+        from .replay import replay
+
+        sys.exit(replay(sys.argv[2:]))
     _hydra_main()
 
 

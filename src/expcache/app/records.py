@@ -13,6 +13,14 @@ by hand -- all three produce the same file from the same job files.
 A job file that cannot be read or has the wrong shape (not JSON, a list, counters that are not
 numbers) never stops the summary: the job is listed as ``unreadable`` with the reason, and
 ``--sweep-summary`` reports it and exits non-zero.
+
+Rebuilds are serialised by an ``flock`` on the sweep folder itself, so no lock file is left
+in it; where the folder cannot be locked (some network file systems) the rebuild runs
+unlocked, which the atomic writes make safe (a summary may briefly miss a job; the launcher's
+final rebuild has them all). At the end of a sweep the launcher prints ``format_sweep`` and
+writes ``sweep.png`` (``write_sweep_plot``): calls per job split into hits, misses and failed
+evaluations, and each job's wall time next to the time its cache saved (measured: see
+``CacheContext.timing``).
 """
 
 from __future__ import annotations
@@ -33,21 +41,24 @@ from ..errors import ConfigError
 from ..stats import CacheStats
 
 __all__ = [
+    "PLOT_FILE",
     "RESULTS_FILE",
     "STATS_FILE",
     "SUMMARY_FILE",
     "empty_stats_record",
+    "format_sweep",
     "read_json",
     "read_record",
     "summarize_sweep",
     "to_jsonable",
     "write_json",
+    "write_sweep_plot",
 ]
 
 RESULTS_FILE = "results.json"
 STATS_FILE = "cache_stats.json"
 SUMMARY_FILE = "sweep_summary.json"
-_LOCK_FILE = ".sweep_summary.lock"
+PLOT_FILE = "sweep.png"
 
 
 def to_jsonable(value: Any, path: str = "results") -> Any:
@@ -99,19 +110,26 @@ def empty_stats_record() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Serialise summary rebuilds of one sweep across processes (POSIX; a no-op elsewhere)."""
+    """Serialise summary rebuilds of one sweep across processes: an ``flock`` on the folder
+    itself (POSIX), so nothing is left behind; unlocked where that is impossible."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / _LOCK_FILE, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        # e.g. NFS: flock is emulated by fcntl locks there, which need a writable fd
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 _COUNTERS = {f.name: f.type for f in dataclasses.fields(CacheStats)}
@@ -196,6 +214,10 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, write: bool = True) ->
                     "seed": record.get("seed"),
                     "job": record.get("job") or {},
                     "backend": record.get("backend"),
+                    "seconds": _number(record.get("seconds")),
+                    "time_saved": _number((record.get("timing") or {}).get("time_saved"))
+                    if isinstance(record.get("timing"), Mapping)
+                    else None,
                     "total": job_total.as_dict(),
                 }
             )
@@ -208,8 +230,124 @@ def summarize_sweep(sweep_dir: str | os.PathLike[str], *, write: bool = True) ->
             "n_unreadable": sum(j["status"] == "unreadable" for j in jobs),
             "functions": {name: s.as_dict() for name, s in sorted(functions.items())},
             "total": total.as_dict(),
+            "seconds": sum(j.get("seconds") or 0.0 for j in jobs),
+            "time_saved": _sum_known(j.get("time_saved") for j in jobs),
             "jobs": jobs,
         }
         if write:
             write_json(root / SUMMARY_FILE, summary)
         return summary
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def _sum_known(values: Iterator[Any]) -> float | None:
+    known = [v for v in values if isinstance(v, float)]
+    return sum(known) if known else None
+
+
+# ----------------------------------------------------------------------------- end of sweep
+def _overrides(job: Mapping[str, Any]) -> list[str]:
+    found = (job.get("job") or {}).get("overrides") or []
+    return [str(o) for o in found] if isinstance(found, list) else []
+
+
+def _job_label(job: Mapping[str, Any], common: set[str], width: int = 36) -> str:
+    """The overrides that tell this job from the others (those all jobs share are left out)."""
+    text = " ".join(o for o in _overrides(job) if o not in common) or str(job.get("dir", ""))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" if abs(value) < 100 else f"{value / 60:.1f} min"
+
+
+def format_sweep(summary: Mapping[str, Any]) -> str:
+    """The end-of-sweep table (< 120 columns): one row per job, then the totals. ``saved``
+    is the measured time saved (negative: the cache cost time), ``-`` where not measured."""
+    head = (
+        f"{'job':>4}  {'overrides':<36} {'status':<10}{'calls':>7}{'hits':>7}{'rate':>7}"
+        f"{'evals':>7}{'failed':>7}{'time':>10}{'saved':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    jobs = list(summary.get("jobs", []))
+    shared = [set(_overrides(j)) for j in jobs]
+    common = set.intersection(*shared) if len(shared) > 1 else set()
+    for job in jobs:
+        total = job.get("total") or {}
+        calls, hits = int(total.get("calls", 0)), int(total.get("hits", 0))
+        rate = f"{100.0 * hits / calls:.0f}%" if calls else "-"
+        num = (job.get("job") or {}).get("num")
+        lines.append(
+            f"{num if num is not None else '?':>4}  {_job_label(job, common):<36} "
+            f"{job.get('status')!s:<10}{calls:>7}{hits:>7}{rate:>7}"
+            f"{int(total.get('evaluations', 0)):>7}{int(total.get('failed', 0)):>7}"
+            f"{_secs(job.get('seconds')):>10}{_secs(job.get('time_saved')):>10}"
+        )
+    total = summary.get("total") or {}
+    calls, hits = int(total.get("calls", 0)), int(total.get("hits", 0))
+    rate = f"{100.0 * hits / calls:.1f}%" if calls else "-"
+    lines.append("-" * len(head))
+    lines.append(
+        f"{summary.get('n_jobs', 0)} jobs ({summary.get('n_failed', 0)} failed): {calls} calls, "
+        f"{hits} hits ({rate}), {int(total.get('evaluations', 0))} evaluations "
+        f"({int(total.get('failed', 0))} failed), {_secs(summary.get('seconds'))} in jobs, "
+        f"time saved {_secs(summary.get('time_saved'))}"
+    )
+    return "\n".join(lines)
+
+
+def write_sweep_plot(summary: Mapping[str, Any], path: Path) -> Path:
+    """Per job: calls split into hits, misses (+ repeats) and failed evaluations; its wall
+    time and the time its cache saved (measured; absent where the task did not measure)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    jobs = [j for j in summary.get("jobs", []) if j.get("status") != "unreadable"]
+    labels = [str((j.get("job") or {}).get("num", j.get("dir"))) for j in jobs]
+    x = np.arange(len(jobs))
+
+    def counts(name: str) -> np.ndarray[Any, Any]:
+        return np.array([float((j.get("total") or {}).get(name, 0)) for j in jobs])
+
+    hits, failed = counts("hits"), counts("failed")
+    misses = counts("misses") + counts("repeats")
+    seconds = np.array([j.get("seconds") or 0.0 for j in jobs], dtype=float)
+    saved = np.array(
+        [np.nan if j.get("time_saved") is None else j["time_saved"] for j in jobs], dtype=float
+    )
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(jobs) + 3), 6), dpi=100)
+    try:
+        top.bar(x, hits, label="hits", color="tab:green")
+        top.bar(x, misses, bottom=hits, label="misses (evaluated)", color="tab:orange")
+        top.bar(x, failed, bottom=hits + misses, label="failed (evaluated)", color="tab:red")
+        top.set_ylabel("calls")
+        top.set_title(
+            f"{summary.get('n_jobs', 0)} jobs, {int((summary.get('total') or {}).get('calls', 0))}"
+            f" calls, {int((summary.get('total') or {}).get('hits', 0))} hits",
+            fontsize=9,
+        )
+        top.legend(fontsize=8)
+        width = 0.4
+        bottom.bar(x - width / 2, seconds, width, label="job wall time", color="tab:blue")
+        bottom.bar(x + width / 2, np.nan_to_num(saved), width, label="time saved (measured)",
+                   color="tab:green")
+        bottom.axhline(0.0, color="grey", lw=0.6)
+        bottom.set_ylabel("seconds")
+        bottom.legend(fontsize=8)
+        for ax in (top, bottom):
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels)
+        bottom.set_xlabel("job")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

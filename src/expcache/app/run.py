@@ -1,7 +1,10 @@
 """``run(cfg)``: the whole job as a pure function of the composed config.
 
 plan (every check, no I/O) -> build the cache context (one probe) -> call the task -> write
-``results.json`` -> always write ``cache_stats.json`` (also for a failed job, with the error).
+``results.json`` -> always write ``cache_stats.json`` (also for a failed job, with the error)
+and ``environment.json`` (versions, git commit, host, cache location, function identities).
+With ``task.objective`` set, the value at that dotted path of the result is also returned as
+a float (``objective``): what Hydra's sweepers (optuna, ...) optimise.
 The console script is a thin ``@hydra.main`` over this; tests and notebooks call it directly
 with an ``output_dir``. The return value is plain data, so it crosses process boundaries
 (joblib launcher).
@@ -10,6 +13,9 @@ with an ``output_dir``. The return value is plain data, so it crosses process bo
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,9 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from .build import build_context, plan
 from .context import CacheContext
+from .environment import ENVIRONMENT_FILE, environment
 from .records import RESULTS_FILE, STATS_FILE, empty_stats_record, to_jsonable, write_json
 
-__all__ = ["job_info", "job_output_dir", "run"]
+__all__ = ["job_info", "job_output_dir", "objective_value", "run", "select_path"]
 
 log = logging.getLogger("expcache")
 
@@ -51,6 +58,44 @@ def job_info() -> dict[str, Any]:
     }
 
 
+def select_path(data: Any, path: str) -> Any:
+    """``data`` at the dotted ``path`` (``values.top.0.value``: mapping keys, list indices);
+    ``KeyError`` naming the first part that is missing."""
+    current = data
+    for i, part in enumerate(path.split(".")):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, Sequence) and not isinstance(current, str) and part.isdigit():
+            if int(part) >= len(current):
+                raise KeyError(".".join(path.split(".")[: i + 1]))
+            current = current[int(part)]
+        else:
+            raise KeyError(".".join(path.split(".")[: i + 1]))
+    return current
+
+
+def objective_value(results: Any, path: str) -> float:
+    """The float a sweeper optimises, or ``ConfigError`` about ``task.objective``."""
+    try:
+        value = select_path(results, path)
+    except KeyError as exc:
+        keys = sorted(results) if isinstance(results, Mapping) else []
+        raise ConfigError(
+            param="task.objective",
+            value=path,
+            expected="a dotted path to a number in the task's result",
+            hint=f"{exc.args[0]} is not in it (top-level keys: {', '.join(keys)})",
+        ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(
+            param="task.objective",
+            value=path,
+            expected="a dotted path to a finite number in the task's result",
+            hint=f"it holds {value!r}",
+        )
+    return float(value)
+
+
 def run(cfg: DictConfig, *, output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the task named by ``cfg.task`` with a cache context built from ``cfg``.
 
@@ -68,39 +113,54 @@ def run(cfg: DictConfig, *, output_dir: str | Path | None = None) -> dict[str, A
         "job": job_info(),
     }
     ctx: CacheContext | None = None
+    started = time.perf_counter()
     try:
         p = plan(cfg)
         ctx = build_context(p)
         out.mkdir(parents=True, exist_ok=True)
         results = to_jsonable(p.task(ctx=ctx, output_dir=out, seed=p.seed))
         write_json(out / RESULTS_FILE, results)
+        path = getattr(p.task, "objective", None)
+        objective = objective_value(results, path) if isinstance(path, str) else None
         record["status"] = "completed"
         summary = ctx.summary()
         total = summary["total"]
         log.info(
-            "expcache: %d calls, %d hits, %d misses, %d repeats, %d stored (%s); results in %s",
+            "expcache: %d calls, %d hits, %d misses, %d repeats, %d failed, %d stored (%s); "
+            "results in %s",
             total["calls"],
             total["hits"],
             total["misses"],
             total["repeats"],
+            total["failed"],
             total["sets"],
             summary["backend"].get("backend"),
             out,
         )
-        return {
+        returned = {
             "seed": p.seed,
             "output_dir": str(out),
             "results": results,
             "cache_stats": summary,
         }
+        if objective is not None:
+            record["objective"] = {"path": path, "value": objective}
+            returned["objective"] = objective
+        return returned
     except BaseException as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        record["seconds"] = round(time.perf_counter() - started, 4)
         record.update(ctx.summary() if ctx is not None else empty_stats_record())
+        env = environment(
+            cache=ctx.backend_info if ctx is not None else None,
+            functions=ctx.identities() if ctx is not None else None,
+        )
         if ctx is not None:
             ctx.close()
-        try:
-            write_json(out / STATS_FILE, to_jsonable(record, "cache_stats"))
-        except Exception as exc:  # never let bookkeeping hide the run's own outcome
-            log.warning("expcache: could not write %s: %r", out / STATS_FILE, exc)
+        for name, data in ((STATS_FILE, record), (ENVIRONMENT_FILE, env)):
+            try:
+                write_json(out / name, to_jsonable(data, name.split(".")[0]))
+            except Exception as exc:  # never let bookkeeping hide the run's own outcome
+                log.warning("expcache: could not write %s: %r", out / name, exc)

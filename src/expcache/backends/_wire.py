@@ -13,8 +13,11 @@ because a half-read reply must never be read as the next command's.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import (
@@ -22,6 +25,8 @@ from pymemcache.exceptions import (
     MemcacheServerError,
     MemcacheUnexpectedCloseError,
 )
+
+from ._deadline import DeadlineSocket
 
 __all__ = [
     "ProtocolError",
@@ -42,6 +47,8 @@ _END = b"END\r\n"
 _CONTROL = bytes(range(33)) + b"\x7f"  # whitespace and control bytes: not in a key
 _BATCH = 200  # keys per pipelined request: bounded request lines and reply bursts
 _SMALL = 16384  # a value below this that arrives in pieces is appended, not preallocated
+_PLAIN: Final = socket.socket  # exactly: an SSLSocket (a subclass) must go through TLS
+_write = os.write
 
 
 class ProtocolError(Exception):
@@ -156,15 +163,38 @@ def _value_head(line: bytes, limit: int) -> tuple[bytes, int]:
 
 
 def get(client: Client, key: str, limit: int) -> bytes | bytearray | None:
-    """``get key``: the hit path's one round trip (a small reply in one ``recv``, sliced)."""
+    """``get key``: the hit path's one round trip (a small reply in one ``recv``, sliced).
+
+    On a plain TCP (or Unix) socket the request is armed once and written with one
+    ``os.write`` on the descriptor, which is non-blocking once the deadline has set a timeout:
+    a Python ``sendall`` on a socket with a timeout first ``poll()``s for writability, an extra
+    system call on every hit (~0.7-1 µs next to a round trip), for a request of ~60 bytes into
+    an empty send buffer (requests are strictly sequential per connection). The first
+    ``recv`` then runs under the timeout the arming set, at most the deadline's slack past it.
+    A request the kernel does not take whole at once (it never happens here, but it could)
+    is finished by ``sendall``. TLS sockets take the general path.
+    """
     raw = token(key)
     if raw is None:
         value: bytes | None = client.get(key)
         return value
-    sock = connected(client)
+    sock = client.sock
+    if sock is None:
+        sock = connected(client)
     try:
-        sock.sendall(b"get " + raw + b"\r\n")
-        buf = sock.recv(_RECV)
+        request = b"get " + raw + b"\r\n"
+        if type(sock) is DeadlineSocket and type(plain := sock._sock) is _PLAIN:
+            sock._arm()
+            try:
+                sent = _write(plain.fileno(), request)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(request):
+                sock.sendall(request[sent:])
+            buf = plain.recv(_RECV)
+        else:
+            sock.sendall(request)
+            buf = sock.recv(_RECV)
         if buf == _END:
             return None
         head_end = buf.find(b"\r\n")
@@ -198,25 +228,56 @@ def get(client: Client, key: str, limit: int) -> bytes | bytearray | None:
 def get_many(client: Client, keys: Sequence[str], limit: int) -> dict[str, bytes | bytearray]:
     """``get k1 k2 ...``: values of the keys that are present.
 
-    The batch hot path (``Memoized.map`` of hits): parsed inline over the received bytes with
-    ``find`` and slices, as a reader object costs ~1 us per value in calls; a value that did
-    not arrive whole and is not small is received into its own buffer instead.
+    The batch hot path (``Memoized.map`` of hits). The keys are checked together (one join,
+    one ``translate``: the same verdict as ``token`` per key, which cost ~0.2 µs a key) and
+    each canonical ``VALUE <key> <flags> <bytes>`` line is parsed by one regex match; a value
+    that did not arrive whole and is not small is received into its own buffer instead.
     """
-    raws = [token(k) for k in keys]
-    if None in raws:
+    if not keys:
+        return {}
+    raws = _tokens(keys)
+    if raws is None:
         found: dict[str, bytes | bytearray] = client.get_many(keys)
         return found
-    sock = connected(client)
+    sock = client.sock
+    if sock is None:
+        sock = connected(client)
     out: dict[str, bytes | bytearray] = {}
     try:
         for i in range(0, len(raws), _BATCH):
             batch = raws[i : i + _BATCH]
-            sock.sendall(b"get " + b" ".join(batch) + b"\r\n")  # type: ignore[arg-type]
-            _read_values(sock, set(batch), limit, out)  # type: ignore[arg-type]
+            _send(sock, b"get " + b" ".join(batch) + b"\r\n")
+            _read_values(sock, dict(zip(batch, keys[i : i + _BATCH], strict=True)), limit, out)
         return out
     except BaseException:
         client.close()
         raise
+
+
+def _tokens(keys: Sequence[str]) -> list[bytes] | None:
+    """Every key as a protocol token (``token`` of each), or None if one is not a token."""
+    joined = " ".join(keys)
+    if not joined.isascii() or max(map(len, keys)) > 250:
+        return None
+    raw = joined.encode()
+    gaps = len(keys) - 1  # the joining spaces: any other whitespace or control byte is a key's
+    if raw.count(b" ") != gaps or len(raw.translate(None, _CONTROL)) != len(raw) - gaps:
+        return None
+    return raw.split(b" ")
+
+
+def _send(sock: Any, request: bytes) -> None:
+    """``sendall`` without the poll() (see ``get``) on a plain socket."""
+    if type(sock) is DeadlineSocket and type(plain := sock._sock) is _PLAIN:
+        sock._arm()
+        try:
+            sent = _write(plain.fileno(), request)
+        except BlockingIOError:
+            sent = 0
+        if sent != len(request):
+            sock.sendall(request[sent:])
+    else:
+        sock.sendall(request)
 
 
 def _more(sock: Any) -> bytes:
@@ -226,36 +287,52 @@ def _more(sock: Any) -> bytes:
     return more
 
 
+# memcached's own form of a value line; any other form (extra spaces, odd flags) is left to
+# _value_head, which accepts what it always accepted
+_VALUE_LINE = re.compile(rb"VALUE ([!-~]+) [0-9]+ ([0-9]+)\r\n")
+
+
 def _read_values(
-    sock: Any, wanted: set[bytes], limit: int, out: dict[str, bytes | bytearray]
+    sock: Any, wanted: dict[bytes, str], limit: int, out: dict[str, bytes | bytearray]
 ) -> None:
+    """The values of one ``get`` reply into ``out``, under the keys ``wanted`` maps to."""
     buf, pos = _more(sock), 0
+    match = _VALUE_LINE.match
     while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > _MAX_LINE:
-                raise ProtocolError("reply line too long")
-            buf, pos = buf[pos:] + _more(sock), 0
-            continue
-        if eol == pos + 3 and buf[pos:eol] == b"END":
-            if eol + 2 != len(buf):
-                raise ProtocolError("bytes after the end of the reply")
-            return
-        name, size = _value_head(buf[pos:eol], limit)
-        if name not in wanted:
+        line = match(buf, pos)
+        if line is not None:
+            name, digits = line.groups()
+            size = int(digits)
+            if size > limit:
+                raise ProtocolError(f"value of {digits[:20]!r} bytes exceeds the limit of {limit}")
+            start = line.end()
+        else:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if len(buf) - pos > _MAX_LINE:
+                    raise ProtocolError("reply line too long")
+                buf, pos = buf[pos:] + _more(sock), 0
+                continue
+            if eol == pos + 3 and buf[pos:eol] == b"END":
+                if eol + 2 != len(buf):
+                    raise ProtocolError("bytes after the end of the reply")
+                return
+            name, size = _value_head(buf[pos:eol], limit)
+            start = eol + 2
+        key = wanted.get(name)
+        if key is None:
             raise ProtocolError(f"reply for {name[:64]!r}, which was not asked for")
-        start = eol + 2
         end = start + size
         if end + 2 <= len(buf):
             if buf[end : end + 2] != b"\r\n":
                 raise ProtocolError("value not followed by CRLF")
-            out[name.decode()] = buf[start:end]
+            out[key] = buf[start:end]
             pos = end + 2
         elif size < _SMALL:  # wait for the rest with the line: re-parsed, costs nothing
             buf, pos = buf[pos:] + _more(sock), 0
         else:
             reader = Reader(sock, buf[start:])
-            out[name.decode()] = reader.value(size)
+            out[key] = reader.value(size)
             buf, pos = bytes(reader.buf[reader.pos :]), 0
             if not buf:
                 buf = _more(sock)

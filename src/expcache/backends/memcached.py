@@ -252,15 +252,15 @@ class MemcachedBackend(Backend):
             client, deadline = self._new_client()
         deadline.start()
         try:
-            if type(client) is Client:
-                value = _wire.get(client, key, self._read_limit)
+            if type(client) is Client:  # _read_limit inline: a property is a call per hit
+                value = _wire.get(client, key, max(self.item_size, self.max_value_size or 0))
             else:
                 value = client.get(key)
             if value is not None and value[:8] == _CHUNK_MAGIC:
                 value = self._assemble(client, deadline, key, value)
         except Exception as exc:
             raise _translate(exc, self._where) from exc
-        return cast(Data, value)
+        return value  # type: ignore[return-value]  # Data is bytes | bytearray (see base.Data)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Data]:
         if not keys:

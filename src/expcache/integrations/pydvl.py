@@ -15,6 +15,14 @@ identical utility rebuilt in another process or on another machine finds the sam
 The utility is evaluated on the *sorted* subset: pyDVL utilities are set functions, and a
 canonical order makes the stored value independent of which caller computed it first.
 
+Failed evaluations are never stored. pyDVL's ``catch_errors=True`` turns a failing
+``fit``/``score`` into the scorer's default *inside* the utility, where a cache above it can
+only see a score and would keep it for ever (a transient failure, a one-class subset). So the
+wrapper evaluates a copy of the utility with ``catch_errors=False`` and catches the failure
+itself: the method still gets the default score (what it gets without the cache), the
+memoizer counts the raise in ``failed`` and stores nothing, and the next run evaluates that
+subset again. The first error message of each process is kept for the run's report.
+
 ``CachedUtility`` is a ``UtilityBase``, so every pyDVL method accepts it: it is called with
 samples, rebinds to the method's data in ``with_dataset()``, is pickled into joblib workers
 and forwards attribute reads (``model``, ``scorer``, ...) to the wrapped utility. The
@@ -25,10 +33,12 @@ This module imports pyDVL; ``import expcache`` never imports it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,90 +49,29 @@ from pydvl.valuation.utility.base import UtilityBase
 
 from ..backends.base import Backend
 from ..backends.disk import DiskBackend
-from ..errors import ConfigError, KeyEncodingError
-from ..keys import fingerprint
+from ..errors import ConfigError
 from ..ledger import Channel, RunLedger
 from ..memoize import Memoized
 from ..stats import CacheStats
+from .fingerprint import utility_fingerprint
+from .runlog import UtilityReport, forget_run, process_log, read_report
 
-__all__ = ["CachedUtility", "Memoizer", "cached_utility", "utility_fingerprint"]
+__all__ = [
+    "CachedUtility",
+    "Memoizer",
+    "UtilityReport",
+    "cached_utility",
+    "forget_run",
+    "raising_copy",
+    "utility_fingerprint",
+]
 
 log = logging.getLogger("expcache")
 
 # Builds the memoizer of one (utility, dataset): ``memoizer(fn, signature) -> Memoized``.
 Memoizer = Callable[[Callable[..., float], bytes], Memoized[..., float]]
 
-# Attributes that do not change what a utility computes: warnings, pyDVL's own cache, the
-# wrapper it builds from them, and the training data (fingerprinted separately).
-_UTILITY_SKIP = frozenset(
-    {"show_warnings", "cache", "cached_func_options", "_utility_wrapper", "_training_data"}
-)
-# Labels of a dataset or scorer: renaming a column or a scorer must not invalidate values.
-_DATASET_SKIP = frozenset(
-    {"feature_names", "target_names", "description", "_data_names", "_group_names"}
-)
-_SCORER_SKIP = frozenset({"name"})
-_MAX_DEPTH = 8
 _SAMPLE_CORE = ("idx", "subset")
-
-
-# ------------------------------------------------------------------------- fingerprints
-def _qualname(obj: Any) -> str:
-    t = obj if isinstance(obj, type) else type(obj)
-    return f"{t.__module__}.{t.__qualname__}"
-
-
-def _describe(obj: Any, where: str, depth: int, skip: frozenset[str] = frozenset()) -> Any:
-    """A canonically encodable stand-in for ``obj``: its fingerprint if expcache can encode
-    it, else its class and (recursively) its attributes. Runs once per ``with_dataset()``."""
-    if isinstance(obj, Dataset):
-        skip = _DATASET_SKIP
-    elif isinstance(obj, np.random.RandomState):
-        return ("RandomState", obj.get_state(legacy=False))
-    elif isinstance(obj, np.random.Generator):
-        return ("Generator", obj.bit_generator.state)
-    else:
-        try:
-            return fingerprint(obj, name=where)
-        except KeyEncodingError:
-            pass
-    state = getattr(obj, "__dict__", None)
-    if state is None or depth >= _MAX_DEPTH:
-        raise KeyEncodingError(
-            f"cannot fingerprint the utility: {_qualname(obj)} at {where} has no canonical "
-            f"encoding; give its class a __cache_key__() method, or pass signature=<bytes> "
-            f"(the identity of model and scorer; the data is still fingerprinted)"
-        )
-    return (
-        _qualname(obj),
-        tuple(
-            (k, _describe(v, f"{where}.{k}", depth + 1))
-            for k, v in sorted(state.items())
-            if k not in skip
-        ),
-    )
-
-
-def utility_fingerprint(utility: UtilityBase[Any], signature: bytes | None = None) -> bytes:
-    """16-byte content fingerprint of ``utility`` together with its training data.
-
-    ``signature`` replaces the description of the utility itself (model, scorer, settings)
-    for objects expcache cannot encode; the training data is fingerprinted either way.
-    """
-    data = utility.training_data
-    if data is None:
-        raise ConfigError(
-            f"{_qualname(utility)} has no training data: pass a utility that went through "
-            f"with_dataset(data), or let the valuation method's fit(data) bind it"
-        )
-    if signature is not None:
-        if not isinstance(signature, bytes):
-            raise ConfigError(f"signature={signature!r}: must be bytes")
-        what: Any = ("signature", signature)
-    else:
-        what = _describe(utility, "utility", 0, _UTILITY_SKIP)
-    train = _describe(data, "utility.training_data", 0)
-    return fingerprint(("expcache.pydvl/1", what, train), name="utility")
 
 
 # ------------------------------------------------------------------------- evaluation
@@ -156,6 +105,53 @@ class _Evaluate:
         return f"evaluate({self.utility})"
 
 
+class _Failed(Exception):
+    """A failed evaluation on its way through the memoizer (which counts it in ``failed`` and
+    stores nothing): telling the function's own failure apart from anything the cache layer
+    could raise (a key that cannot be encoded must never become a default score)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _EvaluateOrFail(_Evaluate):
+    """``_Evaluate`` whose failures arrive as ``_Failed`` (``CachedUtility``'s memoizer)."""
+
+    __slots__ = ()
+
+    def __call__(self, subset: np.ndarray[Any, Any], extra: tuple[Any, ...] | None = None) -> float:
+        try:
+            return super().__call__(subset, extra)
+        except Exception as exc:
+            raise _Failed(exc) from exc
+
+
+def raising_copy(utility: UtilityBase[Any]) -> UtilityBase[Any]:
+    """``utility`` with pyDVL's ``catch_errors`` off (a copy; the user's object is untouched).
+
+    A utility without the setting is returned as it is. pyDVL's ``ModelUtility`` rebuilds its
+    call wrapper on copy (``__setstate__``); it is rebuilt once more after the switch, so no
+    wrapper bound to the original object can keep catching.
+    """
+    if not getattr(utility, "catch_errors", False):
+        return utility
+    raising = copy.copy(utility)
+    raising.catch_errors = False  # type: ignore[attr-defined]
+    rebuild = getattr(raising, "_initialize_utility_wrapper", None)
+    if callable(rebuild):
+        rebuild()
+    return raising
+
+
+def _default_score(utility: UtilityBase[Any]) -> float:
+    """What pyDVL gives a failed evaluation: the scorer's default (the empty set's value)."""
+    default = getattr(getattr(utility, "scorer", None), "default", None)
+    if isinstance(default, (int, float)):
+        return float(default)
+    return float(utility(None))
+
+
 def _extra(sample: Sample) -> tuple[Any, ...] | None:
     """The fields of a ``Sample`` subclass beyond ``idx``/``subset``: they are part of the key."""
     if type(sample) is Sample:
@@ -183,6 +179,10 @@ class CachedUtility(UtilityBase[Sample]):
 
     ``stats`` is the run's total over this process and every worker; ``ledger`` is the
     ``RunLedger`` shared by all copies made by ``with_dataset()`` and by pickling.
+
+    ``catch_errors``: a failing evaluation gets the utility's default score (pyDVL's
+    ``catch_errors=True`` behaviour, kept out of the cache) instead of raising; ``None``
+    follows the utility's own ``catch_errors`` setting (False when it has none).
     """
 
     def __init__(
@@ -192,6 +192,7 @@ class CachedUtility(UtilityBase[Sample]):
         *,
         ledger: RunLedger,
         signature: bytes | None = None,
+        catch_errors: bool | None = None,
     ) -> None:
         if isinstance(utility, CachedUtility):
             raise ConfigError("the utility is already cached: wrap the original utility once")
@@ -206,6 +207,10 @@ class CachedUtility(UtilityBase[Sample]):
                 utility,
             )
         self._inner = utility
+        self._evaluating: UtilityBase[Any] = utility
+        self.catch_errors = (
+            bool(getattr(utility, "catch_errors", False)) if catch_errors is None else catch_errors
+        )
         self._memoizer: Memoizer | None = memoizer
         self._user_signature = signature
         self.ledger = ledger
@@ -221,8 +226,11 @@ class CachedUtility(UtilityBase[Sample]):
                 "with_dataset() on a copy of a CachedUtility inside a worker process: bind "
                 "the data in the parent (pyDVL's fit() does) before the utility is shipped"
             )
-        signature = utility_fingerprint(self._inner, self._user_signature)
-        memo = self._memoizer(_Evaluate(self._inner), signature)
+        # What is stored is what the raising copy computes: its fingerprint (catch_errors off)
+        # never matches entries written by a utility that stored its failures as scores.
+        self._evaluating = raising_copy(self._inner)
+        signature = utility_fingerprint(self._evaluating, self._user_signature)
+        memo = self._memoizer(_EvaluateOrFail(self._evaluating), signature)
         if not isinstance(memo, Memoized):
             raise ConfigError(f"memoizer returned {memo!r}, expected an expcache Memoized")
         part = self.ledger.part()
@@ -258,9 +266,43 @@ class CachedUtility(UtilityBase[Sample]):
         part = self.__dict__.get("_part_cache")
         if part is None or part.pid != os.getpid():
             part = self._attach()
-        value = self._memo(_canonical(sample.subset), _extra(sample))  # type: ignore[misc]
+        subset, extra = _canonical(sample.subset), _extra(sample)
+        runlog = process_log(self.ledger)
+        started = time.perf_counter()
+        try:
+            value = self._memo(subset, extra)  # type: ignore[misc]
+        except _Failed as failure:  # the function's own failure: counted, nothing stored
+            runlog.add(time.perf_counter() - started)
+            part.publish()
+            exc = failure.error
+            if not self.catch_errors:
+                raise exc from None
+            default = _default_score(self._inner)
+            if runlog.failed(exc):
+                log.warning(
+                    "expcache: an evaluation failed (%s: %s); it gets the default score %r, "
+                    "as without the cache, and is not cached (the next run evaluates it "
+                    "again); further failures are only counted",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                    default,
+                )
+            return default
+        runlog.add(time.perf_counter() - started)
         part.publish()
         return value
+
+    def evaluate_uncached(self, sample: Sample) -> float:
+        """One evaluation of ``sample`` with errors raised, outside the cache (not counted):
+        a setup check that the configuration can be evaluated at all."""
+        if self.training_data is None:
+            raise ConfigError("no training data bound yet: call with_dataset(data) first")
+        return float(self._evaluating(sample))
+
+    def report(self) -> UtilityReport:
+        """Time in calls and the first error, over this process and every worker (read it
+        before ``ledger.close()``, which removes the workers' records)."""
+        return read_report(self.ledger)
 
     def _attach(self) -> Any:
         """First call in this process (a worker's unpickled copy, a forked child): use the
@@ -345,6 +387,7 @@ def cached_utility(
     stats_dir: str | None = None,
     stats_channel: Channel = "auto",
     run_id: str | None = None,
+    catch_errors: bool | None = None,
     **memoize_options: Any,
 ) -> CachedUtility:
     """Wrap a pyDVL utility so that every evaluation goes through expcache.
@@ -355,6 +398,8 @@ def cached_utility(
     context's ``wrap`` (then ``backend`` only serves the worker statistics). ``signature``
     stands in for the utility's own description when expcache cannot encode the model or
     scorer. ``stats_dir``/``stats_channel``/``run_id`` configure the ``RunLedger``.
+    ``catch_errors`` (None: the utility's own setting) turns a failed evaluation into the
+    utility's default score, never stored (see the module docstring).
     """
     if memoizer is not None and memoize_options:
         raise ConfigError(
@@ -366,4 +411,6 @@ def cached_utility(
     if memoizer is None:
         memoizer = _default_memoizer(backend, name, dict(memoize_options))
     ledger = RunLedger(backend, directory=stats_dir, channel=stats_channel, run_id=run_id)
-    return CachedUtility(utility, memoizer, ledger=ledger, signature=signature)
+    return CachedUtility(
+        utility, memoizer, ledger=ledger, signature=signature, catch_errors=catch_errors
+    )

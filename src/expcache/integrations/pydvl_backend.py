@@ -58,7 +58,15 @@ from ..keys import key_prefix
 from ..memoize import Memoized
 from ..policy import RepetitionPolicy
 from ..stats import CacheStats
-from .pydvl import _canonical, _Evaluate, _extra, utility_fingerprint
+from .pydvl import (
+    _canonical,
+    _default_score,
+    _Evaluate,
+    _extra,
+    _Failed,
+    raising_copy,
+    utility_fingerprint,
+)
 
 __all__ = ["CachedUtilityFunc", "ExpcacheCacheBackend"]
 
@@ -86,9 +94,13 @@ if hasattr(os, "register_at_fork"):
 def _evaluate(subset: Any, extra: Any = None, *, run: Callable[[Sample], float]) -> float:
     """What the memoizer of a utility wraps. ``subset``/``extra`` are the key (spelled as
     ``cached_utility``'s evaluator spells them, so both find the same entries); ``run`` -- the
-    calling copy's own ``_utility`` -- is in ``ignore_args``: any copy with the same
-    fingerprint computes the same value, and no memoizer keeps a copy (and its data) alive."""
-    return _Evaluate(run)(subset, extra)  # type: ignore[arg-type]
+    calling copy's raising ``_utility`` -- is in ``ignore_args``: any copy with the same
+    fingerprint computes the same value, and no memoizer keeps a copy (and its data) alive.
+    A failure leaves as ``_Failed``: counted by the memoizer, never stored."""
+    try:
+        return _Evaluate(run)(subset, extra)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise _Failed(exc) from exc
 
 
 class ExpcacheCacheBackend(_CacheBackend):
@@ -254,7 +266,9 @@ class CachedUtilityFunc(CachedFunc):
         self.adapter = cache_backend
         self.utility: UtilityBase[Any] = func.__self__  # type: ignore[attr-defined]
         self.time_threshold, self.repeat = cache_backend._policy(config)
-        self._bound: tuple[Any, int, Memoized[..., float]] | None = None
+        # (training data, pid, memoizer, the utility with pyDVL's catch_errors off)
+        self._bound: tuple[Any, int, Memoized[..., float], UtilityBase[Any]] | None = None
+        self._warned = False
 
     @property
     def memoized(self) -> Memoized[..., float]:
@@ -264,7 +278,12 @@ class CachedUtilityFunc(CachedFunc):
         if bound is not None and bound[0] is data and bound[1] == os.getpid():
             return bound[2]
         adapter = self.adapter
-        fingerprint = utility_fingerprint(self.utility, adapter.signature)
+        # pyDVL's catch_errors=True turns a failed fit into the scorer's default inside
+        # _utility: evaluating that would store failures as scores. A raising copy is
+        # evaluated (and fingerprinted, as cached_utility does, so both share entries);
+        # this layer gives the default score without storing it.
+        raising = raising_copy(self.utility)
+        fingerprint = utility_fingerprint(raising, adapter.signature)
 
         def build() -> Memoized[..., float]:
             return adapter._memoizer(
@@ -273,14 +292,30 @@ class CachedUtilityFunc(CachedFunc):
             )
 
         memo = adapter._shared((fingerprint, self.time_threshold, self.repeat), build)
-        self._bound = (data, os.getpid(), memo)  # keeps ``data`` alive: its id stays unique
+        # keeps ``data`` alive: its id stays unique
+        self._bound = (data, os.getpid(), memo, raising)
         return memo
 
     def __call__(self, sample: Sample) -> float:
         if not isinstance(sample, Sample):
             raise TypeError(f"a pyDVL utility is called with a Sample, got {sample!r}")
         memo = self.memoized
-        value: float = memo(_canonical(sample.subset), _extra(sample), run=self.func)
+        assert self._bound is not None
+        run = self._bound[3]._utility  # type: ignore[attr-defined]
+        try:
+            value: float = memo(_canonical(sample.subset), _extra(sample), run=run)
+        except _Failed as failure:
+            if not getattr(self.utility, "catch_errors", False):
+                raise failure.error from None
+            default = _default_score(self.utility)
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "expcache: an evaluation failed (%r); it gets the default score %r, as "
+                    "with pyDVL's catch_errors, and is not cached (counted in stats.failed)",
+                    failure.error, default,
+                )
+            return default
         return value
 
     def cache_key(self, sample: Sample) -> str:

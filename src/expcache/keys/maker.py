@@ -22,7 +22,20 @@ from .. import _validate
 from ..errors import ConfigError, KeyEncodingError
 from . import tags as T
 from .bind import Binder
-from .encode import DISPATCH, Ctx, H, Q, Unencodable, encode, encode_other, module_name, s
+from .encode import (
+    _D,
+    _NAN,
+    DISPATCH,
+    Ctx,
+    H,
+    Q,
+    Unencodable,
+    _q,
+    encode,
+    encode_other,
+    module_name,
+    s,
+)
 from .format import KEY_FORMAT_VERSION, check_namespace, key_prefix, label_tag
 from .identity import identity_parts, parts_digest
 
@@ -31,6 +44,9 @@ __all__ = ["ARG_HINT", "FN_HINT", "KeyMaker", "PickleArgs", "default_label", "de
 PickleArgs = bool | Literal["warn"]
 _hex = xxhash.xxh3_128_hexdigest
 _digest = xxhash.xxh3_128_digest
+_i64, _f64, _u64 = _q, _D, Q  # encode's packers: the inlined scalars write its bytes
+_INT_MIN, _INT_END = -(1 << 63), 1 << 63
+_FLOAT_NAN = T.FLOAT + _NAN  # every NaN is written as this one
 ARG_HINT = (
     "give its class a __cache_key__() method, register an encoder with "
     "expcache.register_encoder(), list the parameter in ignore_args, or pass pickle_args=True"
@@ -120,12 +136,17 @@ class KeyMaker:
         self._name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         self._binder = b = Binder(fn, self.ignore_args, self._name)
         self.method: bool = b.method
-        self._ctx = Ctx(bool(pickle_args))  # no frames: immutable, shared by every call
         self._warn = pickle_args == "warn"
+        # No frames: immutable, shared by every call. In "warn" mode the hit path first tries
+        # without pickling: canonical arguments (nearly every call) give the same bytes either
+        # way, and only a call that needs a pickle pays for the noting pass (_stream_warn).
+        self._ctx = Ctx(bool(pickle_args) and not self._warn)
         self._warned: set[str] = set()
         self._identity: bytes | None = None
         self._parts: dict[str, bytes] | None = None
         self._heads = [(i, T.ARG + s(b.names[i])) for i in b.keep]
+        # the hit path's parameters: (index, header, header + the tag of each inlined scalar)
+        self._scalar_heads = [(i, h, h + T.INT, h + T.FLOAT, h + T.STR) for i, h in self._heads]
         self._n_fast = b.n_fast
         self._tail = b.keep_varargs or b.keep_varkw
 
@@ -186,8 +207,6 @@ class KeyMaker:
 
     # -- the hit path --------------------------------------------------------------------------
     def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-        if self._warn:
-            return self.prefix + _hex(self._stream_warn(args, kwargs))
         ident = self._identity or self._load_identity()
         if not kwargs and len(args) == self._n_fast:
             values: Any = args
@@ -200,22 +219,68 @@ class KeyMaker:
         get = DISPATCH.get
         where = -1
         try:
-            for where, head in self._heads:
-                out.append(head)
+            # float, int and str inline (the same bytes as encode's _enc_float, _enc_int and
+            # _enc_str, tested against them): a call per argument is a quarter of a small key
+            for where, head, int_head, float_head, str_head in self._scalar_heads:
                 v = values[where]
-                enc = get(type(v))
-                if enc is None:
-                    encode_other(v, out, ctx)
+                t = type(v)
+                if t is float:
+                    out.append(float_head + _f64(v) if v == v else head + _FLOAT_NAN)
+                elif t is int and _INT_MIN <= v < _INT_END:
+                    out.append(int_head + _i64(v))
+                elif t is str:
+                    b = v.encode("utf-8", "surrogatepass")
+                    out.append(str_head + _u64(len(b)) + b)
                 else:
-                    enc(v, out, ctx)
+                    out.append(head)
+                    enc = get(t)
+                    if enc is None:
+                        encode_other(v, out, ctx)
+                    else:
+                        enc(v, out, ctx)
             if self._tail:
                 where = -1
                 self._encode_tail(extra, extra_kw, out, ctx)
-        except Unencodable as exc:
-            raise self._arg_error(exc, where) from None
-        except RecursionError:
-            raise self._deep(where) from None
+        except (Unencodable, KeyEncodingError, RecursionError) as exc:
+            if self._warn:  # something needs its pickle: the pass that notes and warns
+                return self.prefix + _hex(self._stream_warn(args, kwargs))
+            if isinstance(exc, Unencodable):
+                raise self._arg_error(exc, where) from None
+            if isinstance(exc, RecursionError):
+                raise self._deep(where) from None
+            raise
         return self.prefix + _hex(b"".join(out))
+
+    def many(self, calls: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[str]:
+        """``[self(args, kwargs) for args, kwargs in calls]``, cheaper for ``map``: a batch of
+        positional calls whose arguments are all float, int or str is keyed in one loop (the
+        same bytes as ``__call__``); any other call goes through ``__call__``."""
+        ident = self._identity or self._load_identity()
+        prefix = self.prefix
+        heads = self._scalar_heads
+        n_fast = -2 if self._tail else self._n_fast  # -2: never (the tail must be written)
+        keys: list[str] = []
+        append = keys.append
+        for args, kwargs in calls:
+            if not kwargs and len(args) == n_fast:
+                out = [ident]
+                for where, head, int_head, float_head, str_head in heads:
+                    v = args[where]
+                    t = type(v)
+                    if t is float:
+                        out.append(float_head + _f64(v) if v == v else head + _FLOAT_NAN)
+                    elif t is int and _INT_MIN <= v < _INT_END:
+                        out.append(int_head + _i64(v))
+                    elif t is str:
+                        b = v.encode("utf-8", "surrogatepass")
+                        out.append(str_head + _u64(len(b)) + b)
+                    else:
+                        break
+                else:
+                    append(prefix + _hex(b"".join(out)))
+                    continue
+            append(self(args, kwargs))
+        return keys
 
     def digest(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
         """16-byte digest of identity + bound arguments (defaults applied, ignored ones dropped)."""

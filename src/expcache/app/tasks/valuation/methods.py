@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from .... import _validate
 from ....errors import ConfigError
 from ... import nodes
 
-__all__ = ["METHOD_ARGUMENTS", "check_method", "make_method", "stopping"]
+__all__ = ["METHOD_ARGUMENTS", "check_method", "describe", "make_method", "stopping"]
 
 # What the task passes to a pyDVL method itself (never set in the config).
 METHOD_ARGUMENTS = ("utility", "progress")
@@ -82,17 +83,47 @@ def stopping(node: Any) -> Any:
     return nodes.build(node)
 
 
-def make_method(node: Mapping[str, Any], utility: Any, *, seed: int, progress: bool | None) -> Any:
+# The progress bar's description: pyDVL's is str(method) (~150 characters), which pushes the
+# bar and its ETA off a 120-column terminal. Ours says what runs on how much, within budget.
+_MAX_DESCRIPTION = 48
+_KEYWORD = re.compile(r"\b\w+=")
+
+
+def describe(method_class: Any, n_points: int | None, is_done: Any) -> str:
+    """``TMCShapley, 100 points, MaxUpdates(100)``: method, points, budget (<= 48 chars)."""
+    name = getattr(method_class, "__name__", str(method_class))
+    name = name.removesuffix("Valuation") or name
+    parts = [name]
+    if n_points is not None:
+        parts.append(f"{n_points} points")
+    if is_done is not None:
+        parts.append(_KEYWORD.sub("", str(is_done)).replace(" OR ", "|").replace(" AND ", "&"))
+    text = ", ".join(parts)
+    return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 3] + "..."
+
+
+def make_method(
+    node: Mapping[str, Any],
+    utility: Any,
+    *,
+    seed: int,
+    progress: bool | None,
+    n_points: int | None = None,
+) -> Any:
     """A pyDVL valuation method on ``utility``: ``seed: null`` takes the run's seed,
-    ``progress`` None shows pyDVL's bar only on a terminal."""
+    ``progress`` None shows pyDVL's bar only on a terminal, with a short description."""
     conf = dict(node)
     is_done = conf.pop("is_done", None)
-    params, _ = nodes.keyword_parameters(nodes.target(conf))
+    cls = nodes.target(conf)
+    params, _ = nodes.keyword_parameters(cls)
     live: dict[str, Any] = {"utility": utility}
     if is_done is not None:
         live["is_done"] = stopping(is_done)
     if "seed" in params and conf.get("seed") is None:
         conf["seed"] = seed
     if "progress" in params:
-        live["progress"] = {"disable": None} if progress is None else bool(progress)
+        live["progress"] = {
+            "disable": None if progress is None else not progress,
+            "desc": describe(cls, n_points, live.get("is_done")),
+        }
     return nodes.build(conf, **live)

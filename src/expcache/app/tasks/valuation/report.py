@@ -18,7 +18,7 @@ import numpy as np
 
 from ....stats import CacheStats
 
-__all__ = ["PointValue", "ValueTable", "format_summary", "write_csv", "write_plot"]
+__all__ = ["PointValue", "Saving", "ValueTable", "format_summary", "write_csv", "write_plot"]
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,23 @@ class ValueTable:
         k = min(top_k, len(ranked))
 
         def point(r: PointValue) -> dict[str, Any]:
-            return {"position": r.position, "name": r.name, "value": r.value, "noisy": r.noisy}
+            return {
+                "position": r.position,
+                "name": r.name,
+                "value": r.value,
+                "stderr": r.stderr,
+                "noisy": r.noisy,
+            }
 
+        errors = np.array([r.stderr for r in self.rows], dtype=float)
+        finite = errors[np.isfinite(errors)]
         out: dict[str, Any] = {
             "mean": float(values.mean()) if values.size else math.nan,
             "std": float(values.std()) if values.size else math.nan,
             "min": float(values.min()) if values.size else math.nan,
             "max": float(values.max()) if values.size else math.nan,
             "sum": float(values.sum()),
+            "mean_stderr": float(finite.mean()) if finite.size else math.nan,
             "top": [point(r) for r in ranked[:k]],
             "bottom": [point(r) for r in ranked[::-1][:k]],
         }
@@ -153,7 +162,50 @@ def write_plot(table: ValueTable, path: Path, title: str) -> Path:
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.2f} s" if s < 100 else f"{s / 60:.1f} min"
+    return f"{s:.2f} s" if abs(s) < 100 else f"{s / 60:.1f} min"
+
+
+@dataclass(frozen=True)
+class Saving:
+    """What the cache saved, from measured times only.
+
+    Uncached, this run's calls would have cost the misses' compute time (measured now) plus
+    the hits' compute time (measured when their entries were stored: ``saved_seconds``).
+    Cached they cost ``call_seconds``: the wall time measured around every call (lookups,
+    stores, computing). The difference is the time saved; it is negative when a utility is so
+    cheap that looking it up costs more than computing it, and then it is said so.
+    """
+
+    uncached_seconds: float
+    cached_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.uncached_seconds - self.cached_seconds
+
+    @classmethod
+    def of(cls, stats: CacheStats, call_seconds: float) -> Saving:
+        return cls(stats.compute_seconds + stats.saved_seconds, call_seconds)
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "seconds": self.seconds,
+            "uncached_seconds": self.uncached_seconds,
+            "cached_seconds": self.cached_seconds,
+        }
+
+    def describe(self, hits: int) -> str:
+        if not hits:
+            return f"no hits, no time saved ({_seconds(self.cached_seconds)} in cached calls)"
+        if self.seconds > 0:
+            return (
+                f"time saved {_seconds(self.seconds)}: {_seconds(self.cached_seconds)} in "
+                f"cached calls instead of ~{_seconds(self.uncached_seconds)} uncached"
+            )
+        return (
+            f"no time saved: cached calls took {_seconds(self.cached_seconds)}, "
+            f"{_seconds(-self.seconds)} more than ~{_seconds(self.uncached_seconds)} uncached"
+        )
 
 
 def format_summary(
@@ -164,35 +216,50 @@ def format_summary(
     top_k: int,
     seconds: dict[str, float],
     workers: int,
+    saving: Saving | None = None,
+    first_error: str | None = None,
+    verbose: bool = False,
 ) -> str:
-    """A short plain-text report: top and bottom points side by side, then the cache."""
+    """A short plain-text report (< 100 columns): top and bottom points side by side with
+    their standard errors, then the cache."""
     ranked = table.ranked()
     k = min(top_k, len(ranked))
     lines = [title, ""]
-    head = f"{'top':<4}{'point':>8}{'value':>12}    {'bottom':<7}{'point':>8}{'value':>12}"
+    side = f"{'point':>8}{'value':>11}{'stderr':>10}"
+    head = f"{'top':<4}{side}     {'bottom':<7}{side}"
     lines.append(head)
     lines.append("-" * len(head))
     bottom = ranked[::-1][:k]
+
+    def cell(r: PointValue) -> str:
+        err = "-" if math.isnan(r.stderr) else f"{r.stderr:.5f}"
+        return f"{r.name:>8}{r.value:>11.5f}{err:>10}{'*' if r.noisy else ' '}"
+
     for i in range(k):
-        t, b = ranked[i], bottom[i]
-        mark_t = "*" if t.noisy else " "
-        mark_b = "*" if b.noisy else " "
-        lines.append(
-            f"{i + 1:<4}{t.name:>8}{t.value:>12.5f}{mark_t}   {i + 1:<7}{b.name:>8}"
-            f"{b.value:>12.5f}{mark_b}"
-        )
+        lines.append(f"{i + 1:<4}{cell(ranked[i])}    {i + 1:<7}{cell(bottom[i])}")
     if any(r.noisy for r in table.rows):
         lines.append("(* = flipped label)")
     calls = stats.calls
     rate = 100.0 * stats.hits / calls if calls else 0.0
     lines += [
         "",
-        f"cache     {calls} calls: {stats.hits} hits, {stats.misses} misses, "
-        f"{stats.repeats} repeats ({rate:.1f}% hits); {stats.evaluations} evaluations, "
+        f"cache     {calls} calls: {stats.hits} hits ({rate:.1f}%), {stats.misses} misses, "
+        f"{stats.repeats} repeats, {stats.failed} failed; {stats.evaluations} evaluations, "
         f"{stats.sets} stored",
-        f"          {_seconds(stats.compute_seconds)} computing, {_seconds(stats.saved_seconds)} "
-        f"saved by hits; {workers} worker process(es) reported",
     ]
+    lines.append(f"          {_seconds(stats.compute_seconds)} computing")
+    if saving is not None:
+        lines.append(f"          {saving.describe(stats.hits)}")
+    if stats.failed:
+        lines.append(
+            f"          {stats.failed} failed: given the default score, not cached (the next "
+            "run retries them)"
+        )
+        if first_error:
+            first = first_error.splitlines()[0] if first_error.strip() else first_error
+            lines.append(f"          first error: {first[:96]}")
+    if verbose or workers:
+        lines.append(f"          {workers} worker process(es) reported their counters")
     failures = stats.errors + stats.timeouts + stats.bypassed + stats.corrupt
     if failures:
         lines.append(

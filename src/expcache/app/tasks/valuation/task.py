@@ -11,6 +11,14 @@ is the work: load, build, wrap the utility in the run's cache, fit, report.
 The errors it raises are about its own parameters (``model.C`` is the task's ``model`` node);
 the plan maps them to where the user sets them (the root ``model.C``).
 
+Failed evaluations (a fit or score raising) are never cached (see
+``expcache.integrations.pydvl``): they get the scorer's default score, as pyDVL gives them,
+are counted in ``failed``, and the run fails when all of them or more than
+``max_failed_fraction`` of the utility calls failed -- values built mostly from default
+scores mean nothing. What can be checked before any evaluation is checked at setup: one
+uncached evaluation on the whole training set (``check_model``), and when it fails the model
+parameter responsible is found by resetting the node's parameters one at a time.
+
 Everything heavy (pyDVL ~1.3 s, scikit-learn, matplotlib) is imported when the task is
 checked or run, not when the schemas are registered.
 """
@@ -32,9 +40,17 @@ from ....ledger import Channel, check_channel
 from ....memoize import Memoized
 from ....stats import CacheStats
 from ... import nodes
-from . import builders, methods
+from . import builders, checks, methods
+from .checks import RESULT_KEYS, EvaluationsFailed, check_objective
 
-__all__ = ["DEFAULT_UTILITY", "CacheContextLike", "ValuationTask"]
+__all__ = [
+    "DEFAULT_UTILITY",
+    "RESULT_KEYS",
+    "CacheContextLike",
+    "EvaluationsFailed",
+    "ValuationTask",
+    "check_objective",
+]
 
 log = logging.getLogger("expcache")
 
@@ -44,8 +60,6 @@ DEFAULT_UTILITY: Mapping[str, Any] = MappingProxyType(
 # What the task offers a utility builder, by parameter name (a user's builder may want the
 # data but not the model, or only the scorer).
 UTILITY_ARGUMENTS = ("model", "scorer", "data")
-
-
 class CacheContextLike(Protocol):
     """What the task needs from the run's cache context."""
 
@@ -101,6 +115,17 @@ class ValuationTask:
     names); ``name`` is the memoized utility's name in ``cache_stats.json``; ``top_k`` points
     are listed at each end of the summary; ``progress`` null shows the bar only on a
     terminal; ``stats_channel`` is how workers report their counters (see ``expcache.ledger``).
+
+    ``max_failed_fraction``: the run fails when more than this fraction of the utility calls
+    failed (and always when all did). 0.5 by default: a one-class subset cannot be fitted by
+    most classifiers, so permutation methods always see some failures (4% of the default
+    job's calls), and small data with many classes more (the first points of every
+    permutation), but once half the calls score the default, the values mostly measure the
+    default score. ``check_model``: evaluate the utility once on the whole training set
+    (uncached) before any work, so a model that cannot be fitted fails at once, naming the
+    parameter responsible. ``objective``: a dotted path into the result returned as a float
+    to Hydra (for sweepers such as optuna), e.g. ``values.mean`` or ``values.top.0.value``.
+    ``verbose``: pyDVL's INFO logs and the worker count in the summary.
     """
 
     def __init__(
@@ -117,12 +142,22 @@ class ValuationTask:
         plot: bool = True,
         progress: bool | None = None,
         stats_channel: Channel = "auto",
+        max_failed_fraction: float = 0.5,
+        check_model: bool = True,
+        objective: str | None = None,
+        verbose: bool = False,
     ) -> None:
         self.name = _validate.text("name", name, pattern=r"\S+", describe="a non-empty name")
         self.top_k = _validate.integer("top_k", top_k, ge=1)
         self.plot = _validate.boolean("plot", plot)
         self.progress = None if progress is None else _validate.boolean("progress", progress)
         self.stats_channel = check_channel(stats_channel)
+        self.max_failed_fraction = _validate.number(
+            "max_failed_fraction", max_failed_fraction, ge=0, le=1
+        )
+        self.check_model = _validate.boolean("check_model", check_model)
+        self.objective = check_objective(objective, RESULT_KEYS)
+        self.verbose = _validate.boolean("verbose", verbose)
         self.groups = {
             "data": dict(data) if isinstance(data, Mapping) else data,
             "model": dict(model) if isinstance(model, Mapping) else model,
@@ -171,12 +206,14 @@ class ValuationTask:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         with _quiet():
-            from ....integrations.pydvl import cached_utility
+            from ....integrations.pydvl import cached_utility, forget_run
             from . import report
 
         data, model, scorer, utility = self.setup()
         model = getattr(utility, "model", model)  # a user's utility may bring its own
         scorer = getattr(utility, "scorer", scorer)
+        if self.check_model:
+            checks.check_fit(utility, data, self.groups["model"])
 
         def memoizer(fn: Callable[..., float], signature: bytes) -> Memoized[..., float]:
             return ctx.wrap(fn, name=self.name, signature=signature)
@@ -186,7 +223,11 @@ class ValuationTask:
         )
         try:
             method = methods.make_method(
-                self.groups["method"], cached, seed=seed, progress=self.progress
+                self.groups["method"],
+                cached,
+                seed=seed,
+                progress=self.progress,
+                n_points=len(data.train),
             )
             algorithm = str(getattr(method, "algorithm_name", type(method).__name__))
             repeated = getattr(getattr(ctx, "policy", None), "repeat", None) is not None
@@ -199,7 +240,7 @@ class ValuationTask:
                 )
             setup = time.perf_counter() - started
             fit_started = time.perf_counter()
-            with self.parallel.context(ctx):
+            with self.parallel.context(ctx), _pydvl_logs(self.verbose):
                 method.fit(data.train)
             fit_seconds = time.perf_counter() - fit_started
             # pyDVL binds a copy of the utility to the training data (with_dataset): the data
@@ -208,11 +249,18 @@ class ValuationTask:
             signature = getattr(bound, "signature", None) or cached.signature
             worker_total, workers, complete = cached.ledger.worker_stats()
             stats = cached.ledger.local_stats() + worker_total
+            run_report = cached.report()
         finally:
             cached.ledger.close()
+            forget_run(cached.ledger)
         # The context already counts the memoizer it built for this process (ctx.wrap): add
         # only what the workers did, or the parent's share would be counted twice.
         ctx.add_stats(self.name, worker_total)
+        add_seconds = getattr(ctx, "add_call_seconds", None)
+        if callable(add_seconds):
+            add_seconds(self.name, run_report.call_seconds)
+        saving = report.Saving.of(stats, run_report.call_seconds)
+        checks.check_failures(stats, run_report.first_error, self.max_failed_fraction)
 
         result = method.result
         labels = data.train.data().y
@@ -227,10 +275,19 @@ class ValuationTask:
         seconds = {"setup": setup, "fit": fit_seconds, "total": time.perf_counter() - started}
         print(
             report.format_summary(
-                table, stats, title=title, top_k=self.top_k, seconds=seconds, workers=workers
+                table,
+                stats,
+                title=title,
+                top_k=self.top_k,
+                seconds=seconds,
+                workers=workers,
+                saving=saving,
+                first_error=run_report.first_error,
+                verbose=self.verbose,
             ),
             flush=True,
         )
+        calls = stats.calls
         return {
             "task": "valuation",
             "method": algorithm,
@@ -245,12 +302,29 @@ class ValuationTask:
             "values": table.summary(self.top_k),
             "cache": {
                 **stats.as_dict(),
+                "hit_rate": stats.hits / calls if calls else 0.0,
+                "call_seconds": run_report.call_seconds,
+                "time_saved": saving.as_dict(),
+                "first_error": run_report.first_error,
                 "worker_processes": workers,
-                "complete": complete,
+                "complete": complete and run_report.complete,
                 "signature": signature.hex() if isinstance(signature, bytes) else None,
             },
             "files": files,
         }
+
+@contextlib.contextmanager
+def _pydvl_logs(verbose: bool) -> Iterator[None]:
+    """pyDVL logs progress at INFO ("Computing total utility ..."), which Hydra's logging
+    shows: silenced to WARNING unless asked for."""
+    logger = logging.getLogger("pydvl")
+    previous = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _dry(node: Mapping[str, Any]) -> Any:
