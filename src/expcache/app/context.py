@@ -129,6 +129,24 @@ class CacheContext:
         self._memoized.setdefault(name, []).append(memo)
         return memo
 
+    def wrap_private(
+        self, fn: Callable[..., Any], *, name: str, **options: Any
+    ) -> Memoized[..., Any]:
+        """``fn`` memoized on the run's backend, namespace and signing key, but with
+        ``options`` instead of the run's policy and outside the run's records (``stats``,
+        ``summary``, ``identities``): for what the app derives from a run's results (the
+        values plot), which the user did not ask to cache and whose hits are not the run's
+        calls. Its entries are ordinary entries of the namespace (under ``name``), so
+        ``expcache cache clear`` removes them with the rest."""
+        return Memoized(
+            fn,
+            self.backend,
+            namespace=self.namespace,
+            signing_key=self._signing_key,
+            name=name,
+            **options,
+        )
+
     def add_stats(self, name: str, stats: CacheStats) -> None:
         """Merge counts gathered elsewhere (e.g. by copies in worker processes) under ``name``."""
         self._extra[name] = self._extra.get(name, CacheStats()) + stats

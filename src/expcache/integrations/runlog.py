@@ -111,8 +111,10 @@ _LOGS_LOCK = threading.Lock()
 _MAX_LOGS = 8  # a long-lived worker serves many runs: older runs' records are complete
 
 
-def process_log(ledger: RunLedger) -> _ProcessLog:
-    key = (ledger.run_id, os.getpid())
+def process_log(ledger: RunLedger, pid: int | None = None) -> _ProcessLog:
+    """This process's log of ``ledger``'s run; ``pid``: this process's id when the caller
+    already knows it (a hot path that tracks forks itself saves the ``getpid`` syscall)."""
+    key = (ledger.run_id, os.getpid() if pid is None else pid)
     found = _LOGS.get(key)
     if found is None:
         with _LOGS_LOCK:

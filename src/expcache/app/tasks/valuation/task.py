@@ -271,7 +271,9 @@ class ValuationTask:
             f"points, {type(model).__name__}, {getattr(scorer, 'name', scorer)}"
         )
         if self.plot:
-            files["plot"] = report.write_plot(table, output_dir / "values.png", title).name
+            files["plot"] = report.write_plot(
+                table, output_dir / "values.png", title, cache=_plot_cache(ctx, report)
+            ).name
         seconds = {"setup": setup, "fit": fit_seconds, "total": time.perf_counter() - started}
         print(
             report.format_summary(
@@ -312,6 +314,20 @@ class ValuationTask:
             },
             "files": files,
         }
+
+def _plot_cache(ctx: CacheContextLike, report: Any) -> Any:
+    """The plot's memoizer on the run's cache, or None: a context without ``wrap_private``
+    (a hand-made one) gets a drawn plot, and so does one that cannot build the memoizer
+    (the plot cache must never fail a run)."""
+    private = getattr(ctx, "wrap_private", None)
+    if not callable(private):
+        return None
+    try:
+        return report.plot_cache(private)
+    except Exception as exc:
+        log.warning("expcache: no plot cache (%r); the plot is drawn", exc)
+        return None
+
 
 @contextlib.contextmanager
 def _pydvl_logs(verbose: bool) -> Iterator[None]:
