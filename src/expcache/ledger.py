@@ -211,6 +211,19 @@ def _release(run_id: str, pid: int, temporary: Path | None) -> None:
 
 _PARTS: dict[str, _ProcessPart] = {}
 _PARTS_LOCK = threading.Lock()
+
+
+def _forget_parent_counts() -> None:
+    """In a forked child: the memoizers it inherits carry the parent's counters, which the
+    parent reports itself; counted again in the child's snapshot, the run would count those
+    calls twice. The child starts them from zero (it runs alone: no lock is taken, as one
+    held by another parent thread at the fork would never be released here)."""
+    for part in list(_PARTS.values()):
+        for memo in list(part.memos.values()):
+            memo.stats.reset()
+
+
+os.register_at_fork(after_in_child=_forget_parent_counts)
 # A long-lived worker serves many runs; older runs' shares are dropped (their last snapshot is
 # already written, and a run that comes back starts a new snapshot file, so sums stay exact).
 _MAX_WORKER_PARTS = 8
