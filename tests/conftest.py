@@ -462,8 +462,8 @@ class RayCluster:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """One Ray cluster for the session, started here and shut down here (never `ray stop`:
-    it would end every Ray process of the machine)."""
+    """One Ray cluster for the session, started here and shut down here (never Ray's own
+    stop command: it would end every Ray process of the machine)."""
     _require_ray()
     env = pytest.MonkeyPatch()
     for key, value in RAY_LOOPBACK.items():

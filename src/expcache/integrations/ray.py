@@ -236,12 +236,20 @@ def _connect(address: str | None, init: Mapping[str, Any] | None) -> bool:
     return True
 
 
+# Ray's pool actors ask for no CPU (``num_cpus=0``), so Ray may pack every worker of a fit onto
+# one node (seen here: three of three on the head). Spreading them uses the cluster. Asking for
+# one CPU each would too, but would stall a fit whose driver already holds a CPU (a Ray
+# launcher's job): the pool sends batches round-robin, also to an actor that never starts.
+_WORKER_ACTOR: Mapping[str, Any] = {"scheduling_strategy": "SPREAD"}
+
+
 @contextlib.contextmanager
 def joblib_on_ray(
     address: str | None = None,
     *,
     n_jobs: int = -1,
     init: Mapping[str, Any] | None = None,
+    worker: Mapping[str, Any] | None = None,
 ) -> Iterator[list[str]]:
     """joblib (and so pyDVL) on Ray for the ``with`` block; yields the cluster's hosts.
 
@@ -249,8 +257,9 @@ def joblib_on_ray(
     ``RAY_ADDRESS`` names a cluster, ``"auto"`` joins the one ``ray start`` runs here,
     ``"host:port"`` or ``"ray://host:10001"`` joins a cluster; a process already connected
     (a Ray task) stays on its cluster. ``n_jobs=-1`` uses every
-    CPU of the cluster. ``init`` goes to ``ray.init``. Only a connection made here is shut
-    down on exit.
+    CPU of the cluster. ``init`` goes to ``ray.init``; ``worker`` are the Ray options of each
+    pool worker (default: spread over the nodes). Only a connection made here is shut down
+    on exit.
     """
     import joblib
 
@@ -258,7 +267,8 @@ def joblib_on_ray(
     owned = _connect(address, init)
     try:
         register()
-        with joblib.parallel_config(backend=JOBLIB_NAME, n_jobs=n_jobs):
+        remote = dict(_WORKER_ACTOR if worker is None else worker)
+        with joblib.parallel_config(backend=JOBLIB_NAME, n_jobs=n_jobs, ray_remote_args=remote):
             yield cluster_hosts()
     finally:
         if owned:
