@@ -14,6 +14,7 @@ import pytest
 
 from expcache.app import plan, run
 from expcache.errors import BackendUnavailable, ConfigError
+from expcache.integrations import ray as xray
 
 from ..conftest import MemcachedServer, RayCluster
 from .conftest import Compose
@@ -67,7 +68,12 @@ def test_valuation_on_ray_equals_the_sequential_one_and_counts_every_worker(
     ray_cluster: RayCluster,
     memcached: MemcachedServer,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Ray places the pool's workers where it likes (spread is best effort: a run here once had
+    # none on the other host). One CPU each on these 1-CPU nodes pins one worker per node, so
+    # the other host's reporting channel is asserted, not assumed.
+    monkeypatch.setattr(xray, "_WORKER_ACTOR", {"num_cpus": 1})
     on_memcached = ("cache=memcached", f"cache.servers=[{memcached.address}]")
     incrs = memcached.stat("incr_hits") + memcached.stat("incr_misses")
     alone = run(compose_valuation(*LOO, "cache=none"), output_dir=tmp_path / "alone")
