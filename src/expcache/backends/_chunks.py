@@ -23,7 +23,7 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
 from ..errors import StoreRefused
-from . import _wire
+from . import _bulk, _wire
 from ._deadline import Deadline
 
 __all__ = ["CHUNK_MAGIC", "MANIFEST", "assemble", "write"]
@@ -51,7 +51,7 @@ def write(
         for i, off in enumerate(range(0, len(value), chunk_limit))
     ]
     if type(client) is Client and all(_wire.token(name) for name, _ in chunks):
-        refused = _wire.store_many(client, chunks, exptime, deadline.extend)  # no copies
+        refused = _bulk.store_many(client, chunks, exptime, deadline.extend)  # no copies
     else:  # a cluster: chunks spread over the nodes, one pymemcache request per chunk
         refused = 0
         for name, part in chunks:
@@ -84,7 +84,7 @@ def assemble(
     names = [f"{key}:c{i}:{nonce.decode()}" for i in range(count)]
     out = bytearray(total)
     if type(client) is Client and all(_wire.token(n) for n in names):
-        if not _wire.get_chunks(client, names, out, read_limit, deadline.extend):
+        if not _bulk.get_chunks(client, names, out, read_limit, deadline.extend):
             return None
     else:
         offset = 0

@@ -27,7 +27,7 @@ from urllib.parse import unquote
 from pymemcache.client.base import Client
 
 from ..errors import BackendError, BackendUnavailable
-from . import _wire
+from . import _bulk, _wire
 from ._mcsettings import translate
 from .base import PROBE_KEY, _aux_last
 
@@ -161,7 +161,7 @@ def delete_many(backend: MemcachedBackend, keys: Iterable[str]) -> int:
     keys = list(keys)
     try:
         if type(client) is Client:
-            return _wire.delete_many(client, keys, deadline.start)
+            return _bulk.delete_many(client, keys, deadline.start)
         groups: dict[str, list[str]] = {}
         for key in keys:
             node = client.hasher.get_node(key)
@@ -169,7 +169,7 @@ def delete_many(backend: MemcachedBackend, keys: Iterable[str]) -> int:
                 raise BackendUnavailable(f"memcached {backend.where}: every node is down")
             groups.setdefault(node, []).append(key)
         return sum(
-            _wire.delete_many(client.clients[node], group, deadline.start)
+            _bulk.delete_many(client.clients[node], group, deadline.start)
             for node, group in groups.items()
         )
     except Exception as exc:
@@ -193,7 +193,7 @@ def clear(backend: MemcachedBackend, prefix: str | None) -> int:
                     break
                 client, deadline = backend._node(server)
                 try:
-                    removed += _wire.delete_many(client, keys, deadline.start)
+                    removed += _bulk.delete_many(client, keys, deadline.start)
                 finally:
                     client.close()
         except Exception as exc:

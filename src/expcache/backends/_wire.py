@@ -5,8 +5,8 @@ pieces (~5 us per call, and three copies of a large value); the hit path instead
 itself and reads each value into one buffer: a small reply arrives in one ``recv`` and is
 sliced, a large one is received with ``recv_into`` straight into a preallocated ``bytearray``
 of the declared size (bounded by ``limit``, so a hostile header cannot make us allocate a
-terabyte). Chunks of a large value are received straight into their place in the value's
-buffer. The connection stays pymemcache's (same socket, reconnection, TLS), and requests are
+terabyte). Multi-item exchanges (a large value's chunks, pipelined sets and deletes) are in
+``_bulk``, on this module's reader. The connection stays pymemcache's (same socket, reconnection, TLS), and requests are
 strictly sequential per thread, so the two take turns on it; any failure closes the socket,
 because a half-read reply must never be read as the next command's.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from pymemcache.client.base import Client
@@ -29,23 +29,22 @@ from pymemcache.exceptions import (
 from ._deadline import DeadlineSocket
 
 __all__ = [
+    "BATCH",
     "ProtocolError",
     "Reader",
     "connected",
-    "delete_many",
     "fail",
     "get",
-    "get_chunks",
     "get_many",
-    "store_many",
     "token",
+    "value_head",
 ]
 
 _RECV = 65536
 _MAX_LINE = 8192  # a reply line (key <= 250 bytes, URL-encoded x3 in metadump) is far shorter
 _END = b"END\r\n"
 _CONTROL = bytes(range(33)) + b"\x7f"  # whitespace and control bytes: not in a key
-_BATCH = 200  # keys per pipelined request: bounded request lines and reply bursts
+BATCH = 200  # keys per pipelined request: bounded request lines and reply bursts
 _SMALL = 16384  # a value below this that arrives in pieces is appended, not preallocated
 _PLAIN: Final = socket.socket  # exactly: an SSLSocket (a subclass) must go through TLS
 _write = os.write
@@ -152,7 +151,7 @@ def fail(line: bytes) -> ProtocolError:
     return ProtocolError(f"unexpected reply {text[:64]!r}")
 
 
-def _value_head(line: bytes, limit: int) -> tuple[bytes, int]:
+def value_head(line: bytes, limit: int) -> tuple[bytes, int]:
     """``VALUE <key> <flags> <bytes>`` -> (key, size), the size checked against ``limit``."""
     head = line.split()
     if len(head) != 4 or head[0] != b"VALUE":
@@ -211,7 +210,7 @@ def get(client: Client, key: str, limit: int) -> bytes | bytearray | None:
         if line == b"END":
             out: bytes | bytearray | None = None
         else:
-            name, size = _value_head(line, limit)
+            name, size = value_head(line, limit)
             if name != raw:
                 raise ProtocolError(f"reply for {name[:64]!r} to a get of {raw!r}")
             out = reader.value(size)
@@ -244,10 +243,10 @@ def get_many(client: Client, keys: Sequence[str], limit: int) -> dict[str, bytes
         sock = connected(client)
     out: dict[str, bytes | bytearray] = {}
     try:
-        for i in range(0, len(raws), _BATCH):
-            batch = raws[i : i + _BATCH]
+        for i in range(0, len(raws), BATCH):
+            batch = raws[i : i + BATCH]
             _send(sock, b"get " + b" ".join(batch) + b"\r\n")
-            _read_values(sock, dict(zip(batch, keys[i : i + _BATCH], strict=True)), limit, out)
+            _read_values(sock, dict(zip(batch, keys[i : i + BATCH], strict=True)), limit, out)
         return out
     except BaseException:
         client.close()
@@ -288,7 +287,7 @@ def _more(sock: Any) -> bytes:
 
 
 # memcached's own form of a value line; any other form (extra spaces, odd flags) is left to
-# _value_head, which accepts what it always accepted
+# value_head, which accepts what it always accepted
 _VALUE_LINE = re.compile(rb"VALUE ([!-~]+) [0-9]+ ([0-9]+)\r\n")
 
 
@@ -317,7 +316,7 @@ def _read_values(
                 if eol + 2 != len(buf):
                     raise ProtocolError("bytes after the end of the reply")
                 return
-            name, size = _value_head(buf[pos:eol], limit)
+            name, size = value_head(buf[pos:eol], limit)
             start = eol + 2
         key = wanted.get(name)
         if key is None:
@@ -336,117 +335,3 @@ def _read_values(
             buf, pos = bytes(reader.buf[reader.pos :]), 0
             if not buf:
                 buf = _more(sock)
-
-
-def get_chunks(
-    client: Client,
-    names: Sequence[str],
-    out: bytearray,
-    limit: int,
-    progress: Callable[[], None],
-) -> bool:
-    """Receive the chunks ``names`` (in order) straight into ``out``, one after the other.
-
-    True when every chunk came back and they fill ``out`` exactly; False (a miss) when one is
-    missing or of the wrong size. Replies come in request order, so each chunk's offset is the
-    sum of the sizes before it; a reply that does not fit is read and dropped so the
-    connection stays in step. ``progress`` runs after each whole chunk.
-    """
-    view = memoryview(out)
-    total = len(out)
-    offset = 0
-    complete = True
-    sock = connected(client)
-    try:
-        for i in range(0, len(names), _BATCH):
-            batch = [n.encode() for n in names[i : i + _BATCH]]
-            sock.sendall(b"get " + b" ".join(batch) + b"\r\n")
-            reader = Reader(sock)
-            expected = 0
-            while (line := reader.line()) != b"END":
-                name, size = _value_head(line, limit)
-                if name not in batch[expected:]:
-                    raise ProtocolError(f"reply for {name[:64]!r}, which was not asked for")
-                if name != batch[expected] or offset + size > total or not complete:
-                    complete = False  # a chunk before this one is missing, or this one is wrong
-                    reader.skip(size)
-                else:
-                    reader.read_into(view[offset : offset + size])
-                    reader.crlf()
-                    offset += size
-                    progress()
-                expected = batch.index(name) + 1
-            if not reader.drained:
-                raise ProtocolError("bytes after the end of the reply")
-            if expected != len(batch):
-                complete = False
-            if not complete:
-                return False  # in step after END: the rest need not be fetched
-        return offset == total
-    except BaseException:
-        client.close()
-        raise
-
-
-def store_many(
-    client: Client,
-    items: Sequence[tuple[str, Any]],
-    expire: int,
-    progress: Callable[[], None],
-) -> int:
-    """``set`` each (key, buffer) pipelined, sending the buffers as they are (no copies).
-
-    Returns how many were not stored; a ``SERVER_ERROR`` (full with ``-M``, too large) is
-    raised as pymemcache raises it, for the backend to map.
-    """
-    sock = connected(client)
-    try:
-        sep = b""
-        for key, data in items:
-            sock.sendall(sep + b"set %s 0 %d %d\r\n" % (key.encode(), expire, len(data)))
-            sock.sendall(data)
-            sep = b"\r\n"
-            progress()
-        sock.sendall(sep)
-        reader = Reader(sock)
-        refused = 0
-        for _ in items:
-            line = reader.line()
-            if line != b"STORED":
-                if line != b"NOT_STORED":
-                    raise fail(line)
-                refused += 1
-        if not reader.drained:
-            raise ProtocolError("bytes after the end of the reply")
-        return refused
-    except BaseException:
-        client.close()
-        raise
-
-
-def delete_many(client: Client, keys: Sequence[str], restart: Callable[[], None]) -> int:
-    """Pipelined ``delete`` (a batch per round trip); returns how many keys were present."""
-    raws = [token(k) for k in keys]
-    if None in raws:
-        bad = keys[raws.index(None)]
-        raise MemcacheClientError(f"key {bad[:64]!r} is not a memcached key")
-    sock = connected(client)
-    deleted = 0
-    try:
-        for i in range(0, len(raws), _BATCH):
-            restart()
-            batch = raws[i : i + _BATCH]
-            sock.sendall(b"".join(b"delete " + r + b"\r\n" for r in batch))  # type: ignore[operator]
-            reader = Reader(sock)
-            for _ in batch:
-                line = reader.line()
-                if line == b"DELETED":
-                    deleted += 1
-                elif line != b"NOT_FOUND":
-                    raise fail(line)
-            if not reader.drained:
-                raise ProtocolError("bytes after the end of the reply")
-        return deleted
-    except BaseException:
-        client.close()
-        raise
