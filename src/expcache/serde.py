@@ -32,7 +32,6 @@ in pymemcache's protocol (``serialize(key, value) -> (bytes, flags)``,
 from __future__ import annotations
 
 import hmac
-import os
 import pickle
 import struct
 from collections.abc import Sequence
@@ -64,6 +63,7 @@ from .entries import (
     split_buffers,
 )
 from .errors import ConfigError, SerdeError, SignatureError, ValueTooLarge
+from .signing import ENV_SIGNING_KEY, checked_signing_key, signing_key_from_env
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -77,7 +77,6 @@ __all__ = [
 
 MAGIC: Final = b"XC"
 FORMAT_VERSION: Final = 3  # 3: digest over everything, Meta and kind in the header (2: key digest)
-ENV_SIGNING_KEY: Final = "EXPCACHE_SIGNING_KEY"
 DEFAULT_MAX_SIZE: Final = 2**30
 FLAG_ZLIB: Final = 1
 FLAG_SIGNED: Final = 2
@@ -92,33 +91,14 @@ _FIXED: Final = struct.Struct("<2sBBBBHHHIddQQ16s")  # 64 bytes
 _HEAD: Final = _FIXED.size
 _DIGEST: Final = 16
 _MAC: Final = 32
-_MIN_KEY: Final = 16
 _INF: Final = float("inf")
 _F64_SIZE: Final = 8
-_KEY_HINT: Final = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
 # the hit path, bound once
 _after_flags = struct.Struct("<4xBBHHHIddQQ").unpack_from
 _f64 = struct.Struct("<d").unpack_from
 _xxh = xxhash.xxh3_128_digest
 _unpickle = pickle.loads
 _tuple_new = tuple.__new__
-
-
-def signing_key_from_env() -> bytes | None:
-    """The signing key from ``EXPCACHE_SIGNING_KEY``, if set and not empty."""
-    return _signing_key(ENV_SIGNING_KEY, os.environ.get(ENV_SIGNING_KEY))
-
-
-def _signing_key(param: str, value: Any) -> bytes | None:
-    """``None`` for no key ("" too: an unset ``${oc.env:...}`` in YAML), else >= 16 bytes."""
-    key = value.encode() if isinstance(value, str) else value
-    if key is not None and not isinstance(key, bytes):
-        raise ConfigError(param=param, value=value, secret=True,
-                          expected=f"bytes or str of at least {_MIN_KEY} bytes, or null")
-    if key and len(key) < _MIN_KEY:
-        raise ConfigError(param=param, value=value, expected=f"at least {_MIN_KEY} bytes",
-                          hint=_KEY_HINT, secret=True)
-    return key or None
 
 
 def _key_digest(key: str) -> bytes:
@@ -152,7 +132,7 @@ class Serde:
                 param="codec", value=codec,
                 expected="an object with serialize(key, value) and deserialize(key, data, flags)",
             )
-        self.signing_key = _signing_key("signing_key", signing_key)
+        self.signing_key = checked_signing_key("signing_key", signing_key)
         self.max_size: int = _validate.integer(
             "max_size", DEFAULT_MAX_SIZE if max_size is None else max_size, ge=1
         )
