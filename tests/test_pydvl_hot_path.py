@@ -27,7 +27,9 @@ from sklearn.linear_model import LogisticRegression
 
 from expcache import Memoized
 from expcache.backends import MemoryBackend
-from expcache.integrations.pydvl import _canonical, _subset_key, cached_utility
+from expcache.integrations.evaluation import canonical_subset as _canonical
+from expcache.integrations.evaluation import subset_key as _subset_key
+from expcache.integrations.pydvl import cached_utility
 
 pytestmark = [
     pytest.mark.pydvl,

@@ -33,8 +33,6 @@ This module imports pyDVL; ``import expcache`` never imports it.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import logging
 import os
@@ -42,7 +40,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from pydvl.valuation.dataset import Dataset
 from pydvl.valuation.types import Sample
 from pydvl.valuation.utility.base import UtilityBase
@@ -53,6 +50,14 @@ from ..errors import ConfigError
 from ..ledger import Channel, RunLedger
 from ..memoize import Memoized
 from ..stats import CacheStats
+from .evaluation import (
+    EvaluateOrFail,
+    Failed,
+    default_score,
+    raising_copy,
+    sample_extra,
+    subset_key,
+)
 from .fingerprint import utility_fingerprint
 from .runlog import UtilityReport, forget_run, process_log, read_report
 
@@ -70,130 +75,6 @@ log = logging.getLogger("expcache")
 
 # Builds the memoizer of one (utility, dataset): ``memoizer(fn, signature) -> Memoized``.
 Memoizer = Callable[[Callable[..., float], bytes], Memoized[..., float]]
-
-_SAMPLE_CORE = ("idx", "subset")
-
-
-# ------------------------------------------------------------------------- evaluation
-class _Evaluate:
-    """What the memoizer wraps: canonical subset (+ sample extras) -> utility value.
-
-    The arguments *are* the key (``signature`` carries the rest), so a miss evaluates exactly
-    the canonical sample the key describes. ``__slots__``: nothing to copy onto the memoizer.
-    """
-
-    __slots__ = ("utility",)
-
-    def __init__(self, utility: UtilityBase[Any]) -> None:
-        self.utility = utility
-
-    def __call__(self, subset: np.ndarray[Any, Any], extra: tuple[Any, ...] | None = None) -> float:
-        if extra is None:
-            sample: Sample = Sample(None, subset)
-        else:
-            cls, values = extra
-            sample = cls(idx=None, subset=subset, **dict(values))
-        return float(self.utility(sample))
-
-    def __getstate__(self) -> Any:
-        return self.utility
-
-    def __setstate__(self, state: Any) -> None:
-        self.utility = state
-
-    def __repr__(self) -> str:
-        return f"evaluate({self.utility})"
-
-
-class _Failed(Exception):
-    """A failed evaluation on its way through the memoizer (which counts it in ``failed`` and
-    stores nothing): telling the function's own failure apart from anything the cache layer
-    could raise (a key that cannot be encoded must never become a default score)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-class _EvaluateOrFail(_Evaluate):
-    """``_Evaluate`` whose failures arrive as ``_Failed`` (``CachedUtility``'s memoizer)."""
-
-    __slots__ = ()
-
-    def __call__(self, subset: np.ndarray[Any, Any], extra: tuple[Any, ...] | None = None) -> float:
-        try:
-            return super().__call__(subset, extra)
-        except Exception as exc:
-            raise _Failed(exc) from exc
-
-
-def raising_copy(utility: UtilityBase[Any]) -> UtilityBase[Any]:
-    """``utility`` with pyDVL's ``catch_errors`` off (a copy; the user's object is untouched).
-
-    A utility without the setting is returned as it is. pyDVL's ``ModelUtility`` rebuilds its
-    call wrapper on copy (``__setstate__``); it is rebuilt once more after the switch, so no
-    wrapper bound to the original object can keep catching.
-    """
-    if not getattr(utility, "catch_errors", False):
-        return utility
-    raising = copy.copy(utility)
-    raising.catch_errors = False  # type: ignore[attr-defined]
-    rebuild = getattr(raising, "_initialize_utility_wrapper", None)
-    if callable(rebuild):
-        rebuild()
-    return raising
-
-
-def _default_score(utility: UtilityBase[Any]) -> float:
-    """What pyDVL gives a failed evaluation: the scorer's default (the empty set's value)."""
-    default = getattr(getattr(utility, "scorer", None), "default", None)
-    if isinstance(default, (int, float)):
-        return float(default)
-    return float(utility(None))
-
-
-def _extra(sample: Sample) -> tuple[Any, ...] | None:
-    """The fields of a ``Sample`` subclass beyond ``idx``/``subset``: they are part of the key."""
-    if type(sample) is Sample:
-        return None
-    values = tuple(
-        (f.name, getattr(sample, f.name))
-        for f in dataclasses.fields(sample)
-        if f.name not in _SAMPLE_CORE
-    )
-    return (type(sample), values)
-
-
-def _canonical(subset: Any) -> np.ndarray[Any, Any]:
-    """The key argument of any subset pyDVL may hand over (arrays of every integer dtype,
-    lists, tuples, empty): a sorted, read-only int64 copy. The reference for ``_subset_key``."""
-    arr = np.asarray(subset)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise TypeError(f"a sample's subset must be a 1-d integer index array, got {arr!r}")
-    out = np.sort(arr.astype(np.int64, copy=False))
-    out.flags.writeable = False
-    return out
-
-
-_INT64 = np.dtype(np.int64)
-
-
-def _subset_key(subset: Any) -> np.ndarray[Any, Any]:
-    """``_canonical(subset)``, sooner for what pyDVL's samplers actually pass.
-
-    A 1-d native int64 ndarray (a slice of a permutation) is the hot case: ``asarray`` and
-    ``astype`` would return it as it is and ``np.sort`` pays for a generic dispatch, so a
-    copy sorted in place yields the same values, dtype, shape and flags (hence the same key)
-    in a third of the time. Anything else takes the reference path, so the two cannot
-    disagree on an input only one of them accepts.
-    """
-    if type(subset) is np.ndarray and subset.dtype is _INT64 and subset.ndim == 1:
-        out = subset.copy()
-        out.sort()
-        out.flags.writeable = False
-        return out
-    return _canonical(subset)
-
 
 # Bumped in a forked child (os.fork runs the hook): the per-process state a CachedUtility
 # caches for its hot path (its ledger part and run log) is then looked up again, without a
@@ -266,7 +147,7 @@ class CachedUtility(UtilityBase[Sample]):
         # never matches entries written by a utility that stored its failures as scores.
         self._evaluating = raising_copy(self._inner)
         signature = utility_fingerprint(self._evaluating, self._user_signature)
-        memo = self._memoizer(_EvaluateOrFail(self._evaluating), signature)
+        memo = self._memoizer(EvaluateOrFail(self._evaluating), signature)
         if not isinstance(memo, Memoized):
             raise ConfigError(f"memoizer returned {memo!r}, expected an expcache Memoized")
         part = self.ledger.part()
@@ -304,19 +185,19 @@ class CachedUtility(UtilityBase[Sample]):
         if hot is None or hot[0] != _fork_generation:
             hot = self._hot_state()
         _, part, pid = hot
-        subset, extra = _subset_key(sample.subset), _extra(sample)
+        subset, extra = subset_key(sample.subset), sample_extra(sample)
         runlog = process_log(self.ledger, pid)
         started = time.perf_counter()
         try:
             value = self._memo(subset, extra)  # type: ignore[misc]
-        except _Failed as failure:  # the function's own failure: counted, nothing stored
+        except Failed as failure:  # the function's own failure: counted, nothing stored
             runlog.add(time.perf_counter() - started)
             if not part.is_owner:
                 part.publish()
             exc = failure.error
             if not self.catch_errors:
                 raise exc from None
-            default = _default_score(self._inner)
+            default = default_score(self._inner)
             if runlog.failed(exc):
                 log.warning(
                     "expcache: an evaluation failed (%s: %s); it gets the default score %r, "
@@ -385,7 +266,7 @@ class CachedUtility(UtilityBase[Sample]):
         """The backend key of ``sample``'s evaluation (the same for any order or ``idx``)."""
         if self._memo is None:
             raise ConfigError("no training data bound yet: call with_dataset(data) first")
-        return self._memo.cache_key(_subset_key(sample.subset), _extra(sample))
+        return self._memo.cache_key(subset_key(sample.subset), sample_extra(sample))
 
     # -- plumbing -------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:

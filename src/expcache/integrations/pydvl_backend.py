@@ -58,15 +58,15 @@ from ..keys import key_prefix
 from ..memoize import Memoized
 from ..policy import RepetitionPolicy
 from ..stats import CacheStats
-from .pydvl import (
-    _canonical,
-    _default_score,
-    _Evaluate,
-    _extra,
-    _Failed,
+from .evaluation import (
+    Evaluate,
+    Failed,
+    canonical_subset,
+    default_score,
     raising_copy,
-    utility_fingerprint,
+    sample_extra,
 )
+from .fingerprint import utility_fingerprint
 
 __all__ = ["CachedUtilityFunc", "ExpcacheCacheBackend"]
 
@@ -96,11 +96,11 @@ def _evaluate(subset: Any, extra: Any = None, *, run: Callable[[Sample], float])
     ``cached_utility``'s evaluator spells them, so both find the same entries); ``run`` -- the
     calling copy's raising ``_utility`` -- is in ``ignore_args``: any copy with the same
     fingerprint computes the same value, and no memoizer keeps a copy (and its data) alive.
-    A failure leaves as ``_Failed``: counted by the memoizer, never stored."""
+    A failure leaves as ``Failed``: counted by the memoizer, never stored."""
     try:
-        return _Evaluate(run)(subset, extra)  # type: ignore[arg-type]
+        return Evaluate(run)(subset, extra)  # type: ignore[arg-type]
     except Exception as exc:
-        raise _Failed(exc) from exc
+        raise Failed(exc) from exc
 
 
 class ExpcacheCacheBackend(_CacheBackend):
@@ -303,11 +303,11 @@ class CachedUtilityFunc(CachedFunc):
         assert self._bound is not None
         run = self._bound[3]._utility  # type: ignore[attr-defined]
         try:
-            value: float = memo(_canonical(sample.subset), _extra(sample), run=run)
-        except _Failed as failure:
+            value: float = memo(canonical_subset(sample.subset), sample_extra(sample), run=run)
+        except Failed as failure:
             if not getattr(self.utility, "catch_errors", False):
                 raise failure.error from None
-            default = _default_score(self.utility)
+            default = default_score(self.utility)
             if not self._warned:
                 self._warned = True
                 log.warning(
@@ -320,7 +320,8 @@ class CachedUtilityFunc(CachedFunc):
 
     def cache_key(self, sample: Sample) -> str:
         """The backend key of ``sample`` (the same for any order of the subset, any idx)."""
-        return self.memoized.cache_key(_canonical(sample.subset), _extra(sample), run=None)
+        subset, extra = canonical_subset(sample.subset), sample_extra(sample)
+        return self.memoized.cache_key(subset, extra, run=None)
 
     @property
     def signature(self) -> bytes | None:
