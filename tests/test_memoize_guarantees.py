@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +213,40 @@ def test_main_module_function_keeps_its_key_in_workers(tmp_path: Path) -> None:
     assert out["loky_keys"] == [out["parent_key"]] * 2
     assert out["spawn_values"] == out["forkserver_values"] == out["loky"] == [0, 1, 8, 27]
     assert len(runs.read_text().splitlines()) == 4  # only the parent's four evaluations
+
+
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with a thread running
+def test_a_forked_child_is_not_stopped_by_a_counter_lock_a_parent_thread_held() -> None:
+    """A child inherits every lock as it was at the fork; one held by another parent thread
+    mid-call is never released there. The child gets fresh counter locks."""
+    from expcache import MemoryBackend
+
+    memo = Memoized(_plus_one, MemoryBackend(), time_threshold=0)
+    assert memo(1) == 2
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with memo._rec.lock:  # what a parent thread inside a call holds
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a deadlock ends this child (SIGALRM), never the test run
+        code = 1
+        try:
+            code = 0 if (memo(2), memo(1), memo.stats.hits) == (3, 2, 1) else 2
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -39,7 +39,7 @@ from pydvl.valuation.types import ClasswiseSample, Sample
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from expcache import ConfigError, KeyEncodingError, RepetitionPolicy
+from expcache import ConfigError, DiskBackend, KeyEncodingError, RepetitionPolicy
 from expcache import ledger as ledger_module
 from expcache.backends import MemcachedBackend, MemoryBackend, NullBackend
 from expcache.integrations.pydvl import (
@@ -329,6 +329,17 @@ def test_workers_report_through_the_backend_when_the_directory_is_elsewhere(
     workers, processes, complete = cu.ledger.worker_stats()
     assert complete and processes >= 1
     assert workers.calls == N_TRAIN and cu.stats.misses == N_TRAIN + 1
+
+
+def test_a_worker_on_another_host_never_reports_into_that_host_s_disk_cache(
+    tmp_path: Path,
+) -> None:
+    """A disk cache is one host's own: a worker elsewhere that wrote its counts there would
+    look reported to itself and be missing from the run's totals, which said complete."""
+    disk = DiskBackend(tmp_path / "cache")
+    missing = tmp_path / "the-owner-s-ledger"
+    with pytest.raises(OSError, match="not shared between hosts"):
+        ledger_module._open_sink("run", missing, "auto", disk)
 
 
 def test_a_killed_worker_keeps_the_calls_it_completed(tmp_path: Path) -> None:

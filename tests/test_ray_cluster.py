@@ -93,3 +93,29 @@ def test_ray_flag_reaches_every_node_and_reads_set_once_its_fit_is_over(
         flag.unlink()
     # the actor is gone with its fit: a task still holding the flag stops instead of failing
     assert _run(ray_driver, target, helpers_ray.read_flag, flag, True)["value"] is True
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # pyDVL's, when the flag is installed
+def test_joblib_s_own_pool_is_given_back_after_a_ray_block(ray_driver: RayCluster) -> None:
+    """Ray's joblib backend re-parents joblib's PicklingPool onto Ray's Pool when it
+    configures: left so, joblib's multiprocessing backend in this process would run on Ray."""
+    import joblib
+    from joblib.pool import PicklingPool
+
+    from expcache.integrations.ray import joblib_on_ray
+
+    bases = PicklingPool.__bases__
+    with joblib_on_ray(ray_driver.address, n_jobs=2):
+        assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+        assert PicklingPool.__bases__ != bases  # what Ray's backend does while it runs
+    assert PicklingPool.__bases__ == bases
+
+
+def test_cache_none_on_several_hosts_is_not_warned_about() -> None:
+    """Nothing is stored, so there is nothing for the hosts to share (even with strict)."""
+    from expcache import NullBackend
+    from expcache.integrations.ray import check_reach
+
+    hosts = ["a (10.0.0.1)", "b (10.0.0.2)"]
+    assert check_reach(NullBackend(), hosts, where="the Ray cluster", strict=True) is None
+    assert check_reach(NullBackend, None, where="hydra/launcher=submitit_slurm", strict=True) is None

@@ -190,10 +190,11 @@ def _open_sink(
         return _FileSink(directory)
     if channel == "file":
         raise OSError(f"ledger directory {directory} does not exist on this host")
-    if backend is None or not backend.shared:
+    if backend is None or backend.scope != "network":
+        # a disk cache is this host's own: counts written there never reach the owner
         raise OSError(
             f"ledger directory {directory} does not exist on this host and the cache "
-            f"backend {backend!r} is not shared"
+            f"backend {backend!r} is not shared between hosts"
         )
     return _BackendSink(backend, run_id)
 
@@ -216,14 +217,19 @@ _PARTS_LOCK = threading.Lock()
 def _forget_parent_counts() -> None:
     """In a forked child: the memoizers it inherits carry the parent's counters, which the
     parent reports itself; counted again in the child's snapshot, the run would count those
-    calls twice. The child starts them from zero (it runs alone: no lock is taken, as one
-    held by another parent thread at the fork would never be released here)."""
+    calls twice. The child starts them from zero. Its locks are new ones: a lock that another
+    parent thread held at the fork would never be released here (``Recorder`` does the same
+    for the counters' own locks)."""
+    global _PARTS_LOCK
+    _PARTS_LOCK = threading.Lock()
     for part in list(_PARTS.values()):
+        part.lock = threading.Lock()
         for memo in list(part.memos.values()):
             memo.stats.reset()
 
 
-os.register_at_fork(after_in_child=_forget_parent_counts)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_parent_counts)
 # A long-lived worker serves many runs; older runs' shares are dropped (their last snapshot is
 # already written, and a run that comes back starts a new snapshot file, so sums stay exact).
 _MAX_WORKER_PARTS = 8

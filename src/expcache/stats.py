@@ -9,7 +9,9 @@ pickle, add up across workers and serialise to JSON without help.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
+import weakref
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -113,11 +115,12 @@ class Recorder:
     object that ``Memoized.stats`` exposes (reset in place by ``cache_clear``).
     """
 
-    __slots__ = ("lock", "stats")
+    __slots__ = ("__weakref__", "lock", "stats")
 
     def __init__(self, stats: CacheStats | None = None) -> None:
         self.stats = stats if stats is not None else CacheStats()
         self.lock = threading.Lock()
+        _RECORDERS.add(self)
 
     def hit(self, saved_seconds: float) -> None:
         stats = self.stats
@@ -138,3 +141,18 @@ class Recorder:
     def reset(self) -> None:
         with self.lock:
             self.stats.reset()
+
+
+# A forked child inherits every lock in the state it had at the fork: one that another parent
+# thread held mid-call would never be released there, and the child's first call of that
+# function would wait for ever. The child (alone at that point) gets fresh locks.
+_RECORDERS: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for recorder in list(_RECORDERS):
+        recorder.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)

@@ -123,3 +123,9 @@ def test_a_disk_cache_on_a_cluster_of_several_hosts_is_warned_about_or_refused(
     assert "disk is seen by the processes of one host only" in warned[0]
     assert "expcache-host2" in warned[0]
     assert done["results"]["n_points"] == 20  # a warning, not a failure
+    # the other host's worker had nowhere to report: the run says its counts are incomplete
+    assert done["results"]["cache"]["complete"] is False
+    assert "spans 2 hosts" in done["cache_stats"]["backend"]["unreached_hosts"]
+    # cache=none stores nothing, so there is nothing to share: no warning, even when strict
+    none = compose_valuation(*LOO, "cache=none", *_on_ray(ray_cluster), "cache.strict=true")
+    assert run(none, output_dir=tmp_path / "none")["results"]["n_points"] == 20

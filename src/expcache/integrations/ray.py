@@ -264,6 +264,12 @@ def joblib_on_ray(
     import joblib
 
     ray = _ray()
+    # Ray's backend re-parents joblib's PicklingPool onto Ray's Pool when it configures, for
+    # good: joblib's multiprocessing backend in this process would then run on Ray (starting
+    # one after the block). The class is given back its bases when the block ends.
+    from joblib.pool import PicklingPool
+
+    bases = PicklingPool.__bases__
     owned = _connect(address, init)
     try:
         register()
@@ -271,6 +277,7 @@ def joblib_on_ray(
         with joblib.parallel_config(backend=JOBLIB_NAME, n_jobs=n_jobs, ray_remote_args=remote):
             yield cluster_hosts()
     finally:
+        PicklingPool.__bases__ = bases
         if owned:
             ray.shutdown()
 
@@ -310,9 +317,9 @@ def check_reach(
     instead: a run that asked for its cache must not silently get one cache per host.
     """
     scope = backend.scope
-    if scope == "network" or (hosts is not None and len(hosts) <= 1):
-        return None
     name = getattr(backend, "name", None) or getattr(backend, "__name__", "backend")
+    if scope == "network" or name == "none" or (hosts is not None and len(hosts) <= 1):
+        return None  # shared by every host, or nothing stored to share (cache=none)
     if hosts is None:
         spans = f"{where} may run its jobs on several hosts"
     else:

@@ -34,5 +34,10 @@ def ray_context(address: str | None, n_jobs: int, ctx: Any = None) -> Iterator[l
     with xray.joblib_on_ray(address, n_jobs=n_jobs) as hosts:
         backend = getattr(ctx, "backend", None)
         if isinstance(backend, Backend):
-            xray.check_reach(backend, hosts, where=where, strict=strict_of(ctx))
+            warned = xray.check_reach(backend, hosts, where=where, strict=strict_of(ctx))
+            info = getattr(ctx, "backend_info", None)
+            if warned is not None and isinstance(info, dict):
+                # recorded in cache_stats.json; workers on the other hosts cannot report
+                # their counts to this run either, so its totals are marked incomplete
+                info["unreached_hosts"] = warned
         yield hosts

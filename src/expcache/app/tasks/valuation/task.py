@@ -248,6 +248,8 @@ class ValuationTask:
             bound = getattr(method, "utility", None) or getattr(method, "_utility", None)
             signature = getattr(bound, "signature", None) or cached.signature
             worker_total, workers, complete = cached.ledger.worker_stats()
+            if (getattr(ctx, "backend_info", None) or {}).get("unreached_hosts"):
+                complete = False  # warned at start: other hosts' workers could not report
             stats = cached.ledger.local_stats() + worker_total
             run_report = cached.report()
         finally:
