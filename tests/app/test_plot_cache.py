@@ -24,6 +24,7 @@ from expcache.keys.format import key_prefix, parse_key
 from .helpers import REPO
 
 pytestmark = [
+    pytest.mark.pydvl,  # the valuation task's plot: matplotlib comes with the pydvl extra
     pytest.mark.filterwarnings("ignore::FutureWarning"),
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),
 ]
