@@ -77,11 +77,16 @@ def test_pydvl_shared_memory_flag_does_not_reach_another_host(ray_driver: RayClu
 def test_ray_flag_reaches_every_node_and_reads_set_once_its_fit_is_over(
     ray_driver: RayCluster,
 ) -> None:
+    import ray
+
     from expcache.integrations.ray import RayFlag
 
     target = ray_driver.other_host or "node2"
     flag = RayFlag.create()
     try:
+        # on the driver's node: its actor goes only when the fit's own node does
+        here = ray.get_runtime_context().get_node_id()
+        assert ray.get(flag._actor.node.remote(), timeout=120) == here
         assert _run(ray_driver, target, helpers_ray.read_flag, flag, False, 0)["value"] is False
         flag.set()
         assert flag() is True  # the driver's own copy at once

@@ -90,6 +90,10 @@ class _FlagState:
     def get(self) -> bool:
         return self.value
 
+    def node(self) -> str:
+        """The node this flag lives on (diagnostics; the tests check its placement)."""
+        return str(_ray().get_runtime_context().get_node_id())
+
 
 def _rebuild_flag(actor: Any) -> RayFlag:
     return RayFlag(actor)
@@ -114,9 +118,15 @@ class RayFlag:
     @classmethod
     def create(cls) -> RayFlag:
         ray = _ray()
-        # num_cpus=0: the flag must never wait for a CPU that the pool's workers hold.
-        actor = ray.remote(num_cpus=0, max_restarts=0)(_FlagState).remote()
-        return cls(actor)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # num_cpus=0: the flag must never wait for a CPU that the pool's workers hold. On the
+        # driver's node: a flag whose actor is gone reads as set, which is true there (the
+        # fit's own node is gone), but would stop a fit whose flag sat on another node that
+        # failed. Not soft: Ray's soft affinity placed it elsewhere although the node was free.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        remote = ray.remote(num_cpus=0, max_restarts=0)(_FlagState)
+        return cls(remote.options(scheduling_strategy=here).remote())
 
     def set(self) -> None:
         self._value = True
