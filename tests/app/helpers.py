@@ -58,3 +58,25 @@ def error_text(stderr: str) -> str:
     job with overrides: [...]``), which names every key given and so proves nothing."""
     echo = "Error executing job with overrides:"
     return "\n".join(line for line in stderr.splitlines() if not line.startswith(echo))
+
+
+def loo_task_params(**extra: Any) -> dict[str, Any]:
+    """``ValuationTask`` keyword arguments of a small run built by hand (as the runner does):
+    leave-one-out on 12 synthetic points, logistic regression, accuracy; ``extra`` on top."""
+    return {
+        "data": {
+            "_target_": "expcache.app.tasks.valuation.SyntheticData",
+            "n_samples": 40,
+            "train_size": 12,
+        },
+        "model": {"_target_": "sklearn.linear_model.LogisticRegression"},
+        "scorer": {
+            "_target_": "expcache.app.tasks.valuation.SupervisedScoring",
+            "scoring": "accuracy",
+            "range": [0.0, 1.0],
+        },
+        "method": {"_target_": "pydvl.valuation.methods.loo.LOOValuation"},
+        "parallel": {"_target_": "expcache.app.tasks.valuation.JoblibParallel"},
+        "name": "u",
+        **extra,
+    }

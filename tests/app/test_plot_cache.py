@@ -21,7 +21,7 @@ from expcache.app.tasks.valuation import ValuationTask, report
 from expcache.backends import DiskBackend, MemcachedBackend, MemoryBackend
 from expcache.keys.format import key_prefix, parse_key
 
-from .helpers import REPO
+from .helpers import REPO, loo_task_params
 
 pytestmark = [
     pytest.mark.pydvl,  # the valuation task's plot: matplotlib comes with the pydvl extra
@@ -131,22 +131,7 @@ def test_the_run_s_statistics_never_see_the_plot(tmp_path: Path) -> None:
     records count the utility's calls only."""
     pytest.importorskip("pydvl")
     backend = MemoryBackend()
-    params: dict[str, Any] = {
-        "data": {
-            "_target_": "expcache.app.tasks.valuation.SyntheticData",
-            "n_samples": 40,
-            "train_size": 12,
-        },
-        "model": {"_target_": "sklearn.linear_model.LogisticRegression"},
-        "scorer": {
-            "_target_": "expcache.app.tasks.valuation.SupervisedScoring",
-            "scoring": "accuracy",
-            "range": [0.0, 1.0],
-        },
-        "method": {"_target_": "pydvl.valuation.methods.loo.LOOValuation"},
-        "parallel": {"_target_": "expcache.app.tasks.valuation.JoblibParallel"},
-        "name": "u",
-    }
+    params = loo_task_params()
     outs, summaries = [], []
     for run in ("cold", "warm"):
         ctx = CacheContext(backend, MemoPolicy({"time_threshold": 0}))

@@ -24,7 +24,7 @@ from expcache.backends import MemoryBackend
 from expcache.stats import CacheStats
 
 from .conftest import Compose
-from .helpers import CONF, SCRIPT
+from .helpers import CONF, SCRIPT, loo_task_params
 
 pytestmark = [
     pytest.mark.pydvl,
@@ -161,24 +161,9 @@ def test_the_task_needs_only_the_context_interface(tmp_path: Path) -> None:
     """Built and called directly, as the runner does, with plain mappings, a bare context and
     a user's own utility callable."""
     ctx = CacheContext(MemoryBackend(), MemoPolicy({"time_threshold": 0}))
-    params = {
-        "data": {
-            "_target_": "expcache.app.tasks.valuation.SyntheticData",
-            "n_samples": 40,
-            "train_size": 12,
-        },
-        "model": {"_target_": "sklearn.linear_model.LogisticRegression"},
-        "scorer": {
-            "_target_": "expcache.app.tasks.valuation.SupervisedScoring",
-            "scoring": "accuracy",
-            "range": [0.0, 1.0],
-        },
-        "method": {"_target_": "pydvl.valuation.methods.loo.LOOValuation"},
-        "parallel": {"_target_": "expcache.app.tasks.valuation.JoblibParallel"},
-        "utility": {"_target_": f"{__name__}.knn_utility", "k": 3},
-        "plot": False,
-        "name": "u",
-    }
+    params = loo_task_params(
+        utility={"_target_": f"{__name__}.knn_utility", "k": 3}, plot=False
+    )
     result = ValuationTask(**params)(ctx=ctx, output_dir=tmp_path, seed=3)
     json.dumps(result)
     assert result["files"] == {"values": "values.csv"}
